@@ -1,0 +1,1 @@
+"""Dataset audits as Great Expectations suites."""

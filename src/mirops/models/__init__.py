@@ -1,0 +1,1 @@
+"""Models: frozen backbones, input transforms and output mappings (torch only)."""

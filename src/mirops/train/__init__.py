@@ -1,0 +1,1 @@
+"""Training loop and metrics (torch, numpy, scikit-learn only)."""
