@@ -52,6 +52,8 @@ class TrainParams(BaseModel):
     freq_mask: int = 8
     time_mask: int = 96
     threshold: float = 0.5
+    clip_seconds: float = 10.0     # every clip is centre-cropped or zero-padded to this length
+    final_relu: bool = False       # keep the reference U-Net's last ReLU (see models/transforms.py)
     max_clips: int | None = None  # cap on training clips (tests, smoke runs)
 
 

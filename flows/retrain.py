@@ -1,0 +1,73 @@
+"""The retraining pipeline as a Prefect flow: demo data → version → audit → train → evaluate → register → monitor.
+
+Each task calls one function of `mirops.steps`; the flow only orders them and passes ids along.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+
+from mirops import steps
+from mirops.config import Settings
+
+
+@task(name="demo-data")
+def demo_data(settings: Settings) -> None:
+    steps.demo(settings)
+
+
+@task(name="version", retries=2, retry_delay_seconds=2)
+def version(settings: Settings) -> str:
+    return steps.version(settings)
+
+
+@task(name="audit")
+def audit(settings: Settings, dataset_version: str) -> steps.AuditSummary:
+    return steps.audit(settings, dataset_version)  # raises AuditFailed on a critical expectation
+
+
+@task(name="train")
+def train(settings: Settings, dataset_version: str, audit_run_id: str) -> str:
+    return steps.train(settings, dataset_version, audit_run_id)
+
+
+@task(name="evaluate", retries=1)
+def evaluate(settings: Settings, run_id: str) -> dict[str, float]:
+    return steps.evaluate(settings, run_id)
+
+
+@task(name="register", retries=1)
+def register(settings: Settings, run_id: str):
+    return steps.register(settings, run_id)
+
+
+@task(name="monitor")
+def monitor(settings: Settings, dataset_version: str, current: str | None):
+    return steps.monitor(settings, Path(current) if current else None, dataset_version)
+
+
+@flow(name="mirops-retrain")
+def retrain(root: str = ".", overrides: dict[str, Any] | None = None, current: str | None = None) -> dict[str, Any]:
+    """Run the whole pipeline on the project at `root`; `overrides` are `section__field` settings."""
+    settings = Settings.load(root, **(overrides or {}))
+    if not (settings.data_dir / "manifest.parquet").exists():
+        demo_data(settings)
+    dataset_version = version(settings)
+    audited = audit(settings, dataset_version)
+    run_id = train(settings, dataset_version, audited.run_id)
+    metrics = evaluate(settings, run_id)
+    registration = register(settings, run_id)
+    drift = monitor(settings, dataset_version, current)
+    return {
+        "dataset_version": dataset_version,
+        "audit": {"success": audited.success, "run_id": audited.run_id, "report": audited.html_path},
+        "run_id": run_id,
+        "metrics": metrics,
+        "model": {"name": registration.name, "version": registration.version, "aliases": registration.aliases,
+                  "decision": registration.decision},
+        "drift": drift.to_json(),
+        "tracking_uri": settings.tracking_uri,
+    }

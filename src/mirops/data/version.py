@@ -1,0 +1,71 @@
+"""Dataset versions with DVC: `dvc add data`, push to a remote (local by default), read the md5 back.
+
+The version id of a dataset is the md5 DVC records for `data/` in `data.dvc` (without DVC's `.dir`
+suffix); every later artefact carries it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+DEFAULT_REMOTE = "local"
+
+
+@dataclass(frozen=True)
+class DataVersion:
+    version: str  # md5 of data/ as DVC computes it
+    dvc_file: Path
+    files: int
+    size_bytes: int
+
+
+def read_version(root: Path, target: str = "data") -> DataVersion:
+    dvc_file = Path(root) / f"{target}.dvc"
+    if not dvc_file.exists():
+        raise FileNotFoundError(f"{dvc_file}: the dataset is not versioned yet; run `mirops data version`")
+    outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or []
+    if not outs or "md5" not in outs[0]:
+        raise ValueError(f"{dvc_file}: no md5 recorded in 'outs'")
+    out = outs[0]
+    return DataVersion(
+        version=str(out["md5"]).removesuffix(".dir"),
+        dvc_file=dvc_file,
+        files=int(out.get("nfiles", 1)),
+        size_bytes=int(out.get("size", 0)),
+    )
+
+
+def ensure_repo(root: Path, remote_url: str | None = None):
+    """Open the DVC repo at `root`, initialising it (and a local remote) on first use."""
+    from dvc.repo import Repo
+
+    root = Path(root)
+    if not (root / ".dvc").is_dir():
+        Repo.init(os.fspath(root), no_scm=not (root / ".git").exists())
+    repo = Repo(os.fspath(root))
+    with repo.config.edit() as conf:
+        conf["core"]["analytics"] = False
+        if "remote" not in conf["core"]:
+            url = remote_url or os.fspath(root / "dvc-remote")
+            conf["remote"][DEFAULT_REMOTE] = {"url": url}
+            conf["core"]["remote"] = DEFAULT_REMOTE
+    return repo
+
+
+def version_data(root: Path, target: str = "data", push: bool = True) -> DataVersion:
+    """`dvc add` the dataset folder and push it; returns the new version."""
+    root = Path(root)
+    if not (root / target).is_dir():
+        raise FileNotFoundError(f"{root / target}: no dataset to version (build one with `mirops data demo`)")
+    repo = ensure_repo(root)
+    try:
+        repo.add(target)
+        if push:
+            repo.push(targets=[f"{target}.dvc"])
+    finally:
+        repo.close()
+    return read_version(root, target)
