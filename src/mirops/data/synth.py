@@ -52,8 +52,10 @@ def find_soundfont(name: str) -> Path:
         if (folder / name).is_file():
             return folder / name
     package = DEBIAN_PACKAGES.get(name)
-    hint = f"install the Debian package {package!r} (apt-get install {package})" if package else (
-        f"put it in one of these folders or point {SOUNDFONT_ENV} at its folder"
+    hint = (
+        f"install the Debian package {package!r} (apt-get install {package})"
+        if package
+        else (f"put it in one of these folders or point {SOUNDFONT_ENV} at its folder")
     )
     searched = ", ".join(str(d) for d in dirs)
     raise SoundFontNotFoundError(f"SoundFont {name!r} not found in {searched}: {hint}")
@@ -107,6 +109,10 @@ class SoundFontRenderer:
         self._generate(stereo, done, n_samples)
         self._silence()  # leaves no tail for the next clip (and frees the voices now)
         return np.frombuffer(stereo, dtype=np.float32).reshape(-1, 2).mean(axis=1)
+
+    def render_stems(self, parts: Sequence[Part], n_samples: int) -> list[np.ndarray]:
+        """Each part rendered alone (the synth has no shared effects, so the stems sum to the mix)."""
+        return [self.render([part], n_samples) for part in parts]
 
     def _select(self, part: Part) -> None:
         try:

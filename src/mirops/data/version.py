@@ -63,9 +63,10 @@ def version_data(root: Path, target: str = "data", push: bool = True) -> DataVer
         raise FileNotFoundError(f"{root / target}: no dataset to version (build one with `mirops data demo`)")
     repo = ensure_repo(root)
     try:
-        repo.add(target)
+        # DVC resolves paths against the working directory: give it absolute ones.
+        repo.add(os.fspath(root / target))
         if push:
-            repo.push(targets=[f"{target}.dvc"])
+            repo.push(targets=[os.fspath(root / f"{target}.dvc")])
     finally:
         repo.close()
     return read_version(root, target)

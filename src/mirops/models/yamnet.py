@@ -76,6 +76,12 @@ def _cache_root() -> Path:
 
 
 def _file_digest(path: Path) -> str:
+    stat = path.stat()
+    return _digest(path, stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=4)
+def _digest(path: Path, size: int, mtime_ns: int) -> str:  # size and mtime: a reinstall re-hashes
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
@@ -96,6 +102,8 @@ def yamnet_onnx_path() -> Path:
     try:
         _extract_flat(zip_path, staging, ("model.onnx", "model.data"))
         staging.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
+        if target.is_dir():
+            shutil.rmtree(target)  # left without model.onnx by hand: renames are atomic, extractions are not
         try:
             staging.rename(target)
         except OSError:
@@ -312,18 +320,33 @@ def _onnx_session(path: str) -> tuple[Any, dict[str, float]]:
     return session, quant
 
 
-def onnx_reference_logits(patches: np.ndarray, path: Path | str | None = None) -> np.ndarray:
-    """Logits [N, 521] of the original ONNX file (onnxruntime) for float log-mel patches [N, 1, 96, 64].
-
-    The graph takes uint8: patches are quantised q = clip(round(x / scale) + zp, 0, 255) (so log-mels
-    below about -6.9 or above about 5.3 are clipped) and the uint8 scores are dequantised back.
-    """
-    session, quant = _onnx_session(str(path or yamnet_onnx_path()))
+def _quantize_input(patches: np.ndarray, quant: dict[str, float]) -> np.ndarray:
     patches = np.asarray(patches, dtype=np.float32)
     if patches.ndim != 4 or patches.shape[1:] != (1, 96, 64):
         raise ValueError(f"expected patches [N, 1, 96, 64], got {patches.shape}")
     q = np.round(patches / quant["audio_scale"]) + quant["audio_zero_point"]
-    q = np.clip(q, 0, 255).astype(np.uint8)
+    return np.clip(q, 0, 255).astype(np.uint8)
+
+
+def onnx_seen_input(patches: np.ndarray, path: Path | str | None = None) -> np.ndarray:
+    """The float patches as the uint8 ONNX model sees them (quantised, then dequantised).
+
+    Log-mels are clipped to about [-6.9, 5.3] and rounded to steps of 0.048: silence (log 1e-6 = -13.8)
+    becomes -6.9. Feed this to `YAMNet` to compare it with `onnx_reference_logits` on the same input.
+    """
+    _, quant = _onnx_session(str(path or yamnet_onnx_path()))
+    q = _quantize_input(patches, quant).astype(np.float32)
+    return (quant["audio_scale"] * (q - quant["audio_zero_point"])).astype(np.float32)
+
+
+def onnx_reference_logits(patches: np.ndarray, path: Path | str | None = None) -> np.ndarray:
+    """Logits [N, 521] of the original ONNX file (onnxruntime) for float log-mel patches [N, 1, 96, 64].
+
+    The graph takes uint8: patches are quantised q = clip(round(x / scale) + zp, 0, 255) (see
+    `onnx_seen_input`) and the uint8 scores are dequantised back (steps of 0.76).
+    """
+    session, quant = _onnx_session(str(path or yamnet_onnx_path()))
+    q = _quantize_input(patches, quant)
     name = session.get_inputs()[0].name
     # The export has a fixed batch of 1: run patch by patch.
     scores = np.concatenate([session.run(None, {name: q[i : i + 1]})[0] for i in range(len(q))])

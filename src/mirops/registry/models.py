@@ -32,10 +32,11 @@ class Registration:
 
 
 def waveform_signature(num_classes: int) -> ModelSignature:
-    # Any batch of any length of 16 kHz mono audio in; one logit per class out.
+    # Any batch of any length of 16 kHz mono audio in; one logit per class out. Unnamed tensors, so
+    # pyfunc serving hands the model a plain array rather than a dict.
     return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1), name="waveform_16k")]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes), name="logits")]),
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes))]),
     )
 
 
@@ -70,7 +71,7 @@ def load_model(uri: str):
 
 def alias_version(name: str, alias: str) -> str | None:
     try:
-        return MlflowClient().get_model_version_by_alias(name, alias).version
+        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
 

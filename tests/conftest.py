@@ -1,0 +1,55 @@
+"""Shared fixtures: the stack offline and quiet, and tiny projects in temporary folders."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mirops.offline import quiet_and_offline
+
+REPO = Path(__file__).resolve().parents[1]
+quiet_and_offline()
+
+# A dataset small enough for a test, big enough that every split has positives of every class.
+TINY = {
+    "seed": 7,
+    "demo": {"clips": 36, "production_clips": 8, "clip_seconds": 3.0, "groups": 12, "missing_fraction": 0.2,
+             "classes": ["bass", "drums", "flute", "piano"], "max_instruments": 3},
+    "audit": {"min_positives_per_class": 1},
+    "train": {"epochs": 1, "batch_size": 8, "clip_seconds": 3.0},
+    "registry": {"model_name": "tiny-instruments"},
+}
+
+
+def soundfonts_available() -> bool:
+    return all(Path("/usr/share/sounds/sf2", f).exists() for f in ("FluidR3_GM.sf2", "TimGM6mb.sf2"))
+
+
+needs_soundfonts = pytest.mark.skipif(
+    not soundfonts_available(), reason="Debian SoundFonts missing (make setup installs fluid-soundfont-gm, timgm6mb-soundfont)"
+)
+
+
+def make_project(root: Path, params: dict | None = None) -> Path:
+    """A project folder as a user has it: params.yaml and the expectation suites."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(params or TINY))
+    shutil.copytree(REPO / "expectations", root / "expectations", dirs_exist_ok=True)
+    return root
+
+
+@pytest.fixture
+def tiny_project(tmp_path: Path) -> Path:
+    return make_project(tmp_path / "project")
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """One temporary Prefect API for the whole session (starting one costs seconds)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
