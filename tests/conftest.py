@@ -29,7 +29,8 @@ def soundfonts_available() -> bool:
 
 
 needs_soundfonts = pytest.mark.skipif(
-    not soundfonts_available(), reason="Debian SoundFonts missing (make setup installs fluid-soundfont-gm, timgm6mb-soundfont)"
+    not soundfonts_available(),
+    reason="Debian SoundFonts missing (make setup installs fluid-soundfont-gm and timgm6mb-soundfont)",
 )
 
 

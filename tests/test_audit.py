@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from mirops.audit.report import AuditFailed, AuditResult, raise_for_critical, run_audit
-from mirops.audit.suites import load_suites
+from mirops.audit.suites import SuiteError, load_suites
 from mirops.config import AuditParams
 from mirops.data.manifest import LabelSpec
 
@@ -128,3 +128,11 @@ def test_suite_files_are_dataset_independent() -> None:
         assert '"id"' not in text  # no volatile ids in committed files
     assert {"min_positives", "max_group_splits", "train_fraction_min"} <= set().union(
         *(s.parameters() for s in suites))
+
+
+def test_suite_without_severity_is_rejected(tmp_path: Path) -> None:
+    payload = json.loads((EXPECTATIONS / "leakage.json").read_text())
+    del payload["expectations"][0]["meta"]["severity"]
+    (tmp_path / "leakage.json").write_text(json.dumps(payload))
+    with pytest.raises(SuiteError, match="leakage.json.*severity"):
+        load_suites(tmp_path)

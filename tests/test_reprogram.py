@@ -7,7 +7,7 @@ import torch
 from mirops.config import TrainParams
 from mirops.models.reprogram import OutputMapping, ReprogrammedClassifier
 from mirops.models.transforms import UNetTransform
-from mirops.train.reprogram import SpecSet, SpecAugment, fit, masked_bce
+from mirops.train.reprogram import SpecAugment, SpecSet, fit, masked_bce
 
 
 def n_params(module: torch.nn.Module) -> int:

@@ -159,16 +159,19 @@ def _error(info: Any) -> str | None:
 
 def _message(check: dict[str, Any]) -> str:
     head = f"{check['suite']}: {check['description']}"
-    if check["success"]:
-        return f"{head} passed"
+    return f"{head} passed" if check["success"] else f"{head} failed {_failure(check)}"
+
+
+def _failure(check: dict[str, Any]) -> str:
+    """What went wrong, naming the offending rows of the derived table where GE lists them."""
     if check["error"]:
-        return f"{head} failed (error: {check['error']})"
+        return f"(error: {check['error']})"
     observed = check["observed_value"]
     if isinstance(observed, dict) and "missing" in observed:
-        return f"{head} failed (missing: {', '.join(map(str, observed['missing'])) or '-'})"
+        return f"(missing: {', '.join(map(str, observed['missing'])) or '-'})"
     if isinstance(observed, dict) and "unexpected_count" in observed:
-        return f"{head} failed for {_rows(check, observed)}"
-    return f"{head} failed (observed {_fmt(observed)})"
+        return f"for {_rows(check, observed)}"
+    return f"(observed {_fmt(observed)})"
 
 
 def _rows(check: dict[str, Any], observed: dict[str, Any]) -> str:
@@ -266,8 +269,7 @@ def _html(result: AuditResult, tables: dict[str, pd.DataFrame]) -> str:
                      "<th>result</th><th>observed</th></tr>")
         for c in (c for c in result.checks if c["suite"] == suite):
             css = "pass" if c["success"] else ("fail" if c["severity"] == "critical" else "warn")
-            observed = c["error"] or (c["message"].split(" failed ", 1)[-1] if not c["success"]
-                                      else _observed_text(c["observed_value"]))
+            observed = _observed_text(c["observed_value"]) if c["success"] else _failure(c).removeprefix("for ")
             parts.append(
                 f"<tr class='{css}'><td>{esc(c['description'])}</td>"
                 f"<td><code>{esc(c['expectation'])}</code></td>"

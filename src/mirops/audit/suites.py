@@ -149,7 +149,11 @@ def _validation_for(runner: _Runner, suite: Suite) -> Any:
         if suite.table not in runner.batch_definitions:
             asset = runner.datasource.add_dataframe_asset(suite.table)
             runner.batch_definitions[suite.table] = asset.add_batch_definition_whole_dataframe("whole")
-        gx_suite = runner.context.suites.add(gx.ExpectationSuite(**{**suite.payload, "name": key}))
+        try:
+            gx_suite = gx.ExpectationSuite(**{**suite.payload, "name": key})
+        except Exception as exc:  # GE raises pydantic/KeyError/ValueError for a malformed expectation
+            raise SuiteError(f"{suite.path}: not a Great Expectations {gx.__version__} suite ({exc})") from exc
+        gx_suite = runner.context.suites.add(gx_suite)
         batch = runner.batch_definitions[suite.table]
         validation = gx.ValidationDefinition(name=key, data=batch, suite=gx_suite)
         runner.validations[key] = runner.context.validation_definitions.add(validation)

@@ -88,12 +88,16 @@ def group_table(manifest: pd.DataFrame) -> pd.DataFrame:
     columns = ["group", "n_splits", "splits", "clips"]
     if not {"group", "split"} <= set(manifest.columns):
         return pd.DataFrame(columns=columns)
-    rows = manifest.dropna(subset=["group"]).groupby("group")["split"]
-    table = pd.DataFrame({
-        "n_splits": rows.nunique(),
-        "splits": rows.agg(lambda s: ",".join(sorted(s.dropna().astype(str).unique()))),
-        "clips": rows.size(),
-    }).reset_index()
+    # Vectorised: a Python call per group takes seconds on datasets with tens of thousands of groups.
+    clips = manifest.dropna(subset=["group"]).groupby("group").size().rename("clips")
+    pairs = manifest.loc[manifest["group"].notna() & manifest["split"].notna(), ["group", "split"]]
+    pairs = pairs.astype({"split": str}).drop_duplicates().sort_values(["group", "split"])
+    n_splits = pairs.groupby("group").size().reindex(clips.index, fill_value=0).rename("n_splits")
+    splits = pairs.groupby("group")["split"].first().reindex(clips.index, fill_value="").rename("splits")
+    straddling = n_splits.index[n_splits > 1]  # few: only these need their splits joined
+    joined = pairs[pairs["group"].isin(straddling)].groupby("group")["split"].agg(",".join)
+    splits.loc[joined.index] = joined
+    table = pd.concat([n_splits, splits, clips], axis=1).rename_axis("group").reset_index()
     return table[columns]
 
 

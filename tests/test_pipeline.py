@@ -1,0 +1,46 @@
+"""End to end: the Prefect flow on a handful of rendered clips, checked the way a user would check it."""
+
+import json
+from pathlib import Path
+
+import mlflow
+import yaml
+from mlflow import MlflowClient
+
+from mirops.config import Settings
+from tests.conftest import needs_soundfonts
+
+
+@needs_soundfonts
+def test_retraining_flow_end_to_end(tiny_project, prefect_api):
+    from flows.retrain import retrain
+
+    summary = retrain(root=str(tiny_project))
+    settings = Settings.load(tiny_project)
+
+    # The dataset version everything carries is the md5 DVC recorded for data/.
+    dvc_md5 = yaml.safe_load((tiny_project / "data.dvc").read_text())["outs"][0]["md5"].removesuffix(".dir")
+    assert summary["dataset_version"] == dvc_md5
+
+    # A registered version with alias champion, whose run carries that dataset version.
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias(settings.registry.model_name, "champion")
+    run = client.get_run(champion.run_id)
+    assert run.data.tags["mirops.dataset_version"] == dvc_md5
+    assert run.data.tags["mirops.audit_success"] == "true"
+    for metric in ("test_mAP", "test_ROC_AUC", "test_F1_macro", "params_trainable", "valid_mAP"):
+        assert metric in run.data.metrics, metric
+    assert run.data.metrics["params_trainable"] < 10_000  # U-Net + a 4-class head: reprogramming is tiny
+    assert champion.tags["mirops.dataset_version"] == dvc_md5
+
+    # The audit passed, and its result is kept as JSON with observed values.
+    audit = json.loads((settings.artifacts_dir / "audit" / "audit.json").read_text())
+    assert audit["success"] is True and audit["dataset_version"] == dvc_md5
+    assert summary["audit"]["success"] is True
+
+    # The drift report exists and its share is a share.
+    drift = summary["drift"]
+    assert 0.0 <= drift["drift_share"] <= 1.0
+    assert (tiny_project / "dashboards").is_dir()
+    assert json.loads(Path(drift["json_path"]).read_text())
