@@ -34,10 +34,19 @@ needs_soundfonts = pytest.mark.skipif(
 )
 
 
+def merged(base: dict, changes: dict) -> dict:
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = merged(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
 def make_project(root: Path, params: dict | None = None) -> Path:
-    """A project folder as a user has it: params.yaml and the expectation suites."""
+    """A project folder as a user has it: the repository's params.yaml with `params` (default TINY)
+    merged in, and the expectation suites."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "params.yaml").write_text(yaml.safe_dump(params or TINY))
+    repo_params = yaml.safe_load((REPO / "params.yaml").read_text())
+    (root / "params.yaml").write_text(yaml.safe_dump(merged(repo_params, TINY if params is None else params)))
     shutil.copytree(REPO / "expectations", root / "expectations", dirs_exist_ok=True)
     return root
 

@@ -3,7 +3,8 @@ from tests.conftest import make_project
 
 
 def test_params_yaml_is_read_and_env_overrides_it(tmp_path, monkeypatch):
-    root = make_project(tmp_path, {"seed": 3, "train": {"epochs": 4, "lr": 0.01}})
+    root = tmp_path
+    (root / "params.yaml").write_text("seed: 3\ntrain:\n  epochs: 4\n  lr: 0.01\n")
     settings = Settings.load(root)
     assert (settings.seed, settings.train.epochs, settings.train.lr) == (3, 4, 0.01)
     assert settings.train.batch_size == 8  # defaults fill what the file leaves out

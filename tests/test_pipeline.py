@@ -8,6 +8,7 @@ import yaml
 from mlflow import MlflowClient
 
 from mirops.config import Settings
+from mirops.registry import tracking
 from tests.conftest import needs_soundfonts
 
 
@@ -23,7 +24,7 @@ def test_retraining_flow_end_to_end(tiny_project, prefect_api):
     assert summary["dataset_version"] == dvc_md5
 
     # A registered version with alias champion, whose run carries that dataset version.
-    mlflow.set_tracking_uri(settings.tracking_uri)
+    tracking.setup(settings)
     client = MlflowClient()
     champion = client.get_model_version_by_alias(settings.registry.model_name, "champion")
     run = client.get_run(champion.run_id)
@@ -44,3 +45,21 @@ def test_retraining_flow_end_to_end(tiny_project, prefect_api):
     assert 0.0 <= drift["drift_share"] <= 1.0
     assert (tiny_project / "dashboards").is_dir()
     assert json.loads(Path(drift["json_path"]).read_text())
+
+
+@needs_soundfonts
+def test_a_failed_critical_expectation_stops_the_flow_and_names_it(tmp_path, prefect_api):
+    import pytest
+
+    from flows.retrain import retrain
+    from mirops.audit.report import AuditFailed
+    from tests.conftest import TINY, make_project, merged
+
+    root = make_project(tmp_path / "strict", merged(TINY, {"audit": {"min_positives_per_class": 50}}))
+    with pytest.raises(AuditFailed, match=r"label_balance: positives ≥ 50 per class and split failed for \w+/train"):
+        retrain(root=str(root))
+    settings = Settings.load(root)
+    assert not (settings.artifacts_dir / "train").exists()  # nothing trained on a failed audit
+    tracking.setup(settings)
+    audit_runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`mirops.step` = 'audit'")
+    assert list(audit_runs["tags.mirops.audit_success"]) == ["false"]  # the failure itself is on record

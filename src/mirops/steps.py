@@ -169,6 +169,7 @@ def train(settings: Settings, dataset_version: str | None = None, audit_run_id: 
     from mirops.train.reprogram import SpecSet, compute_spectrograms, fit
 
     dataset_version = dataset_version or current_version(settings)
+    audit_tags = _audit_outcome(settings, dataset_version, audit_run_id)
     p = settings.train
     df, spec = read_manifest(settings.data_dir)
     parts = {s: _split(df, s, p.max_clips) for s in ("train", "valid")}
@@ -185,8 +186,7 @@ def train(settings: Settings, dataset_version: str | None = None, audit_run_id: 
                           "classes": ",".join(spec.classes), "train_clips": len(parts["train"]),
                           "valid_clips": len(parts["valid"])})
         mlflow.log_metrics({"params_trainable": counts["trainable"], "params_total": counts["total"]})
-        if audit_run_id:
-            mlflow.set_tags({tracking.TAG_AUDIT_RUN: audit_run_id, tracking.TAG_AUDIT_SUCCESS: "true"})
+        mlflow.set_tags(audit_tags)
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("training", total=p.epochs)
 
@@ -208,6 +208,28 @@ def train(settings: Settings, dataset_version: str | None = None, audit_run_id: 
                   f"valid mAP {result.best_valid.get('mAP', float('nan')):.3f}, "
                   f"{counts['trainable']:,} trainable of {counts['total']:,} parameters")
     return run_id
+
+
+def _audit_outcome(settings: Settings, dataset_version: str, audit_run_id: str | None) -> dict[str, str]:
+    """Tags that tie a training run to its audit; refuses to train on data whose audit failed."""
+    from mlflow import MlflowClient
+
+    from mirops.registry import tracking
+
+    tracking.setup(settings)
+    audit_run = (MlflowClient().get_run(audit_run_id) if audit_run_id
+                 else tracking.latest_run(settings, "audit", dataset_version))
+    if audit_run is None:
+        console.print(f"[yellow]warning[/]: dataset version {dataset_version} has not been audited (`mirops audit`)")
+        return {tracking.TAG_AUDIT_SUCCESS: "not-run"}
+    success = audit_run.data.tags.get(tracking.TAG_AUDIT_SUCCESS, "false")
+    if success != "true":
+        raise RuntimeError(f"the audit of dataset version {dataset_version} failed (MLflow run {audit_run.info.run_id})"
+                           "; fix the data or the suites before training")
+    checks = audit_run.data.metrics
+    return {tracking.TAG_AUDIT_SUCCESS: "true", tracking.TAG_AUDIT_RUN: audit_run.info.run_id,
+            "mirops.audit_summary": f"{int(checks.get('checks', 0))} checks, "
+                                    f"{int(checks.get('checks_failed', 0))} failed (warnings only)"}
 
 
 def last_run_id(settings: Settings) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -108,13 +107,12 @@ def read_manifest(data_dir: Path) -> tuple[pd.DataFrame, LabelSpec]:
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
     """Write to a temporary name beside `path`, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # plain open: the user's umask, not mkstemp's 0600
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
+        tmp.write_bytes(payload)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

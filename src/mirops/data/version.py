@@ -6,7 +6,9 @@ suffix); every later artefact carries it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +63,12 @@ def version_data(root: Path, target: str = "data", push: bool = True) -> DataVer
     root = Path(root)
     if not (root / target).is_dir():
         raise FileNotFoundError(f"{root / target}: no dataset to version (build one with `mirops data demo`)")
+    # DVC talks on stdout; keep stdout for `--json` output.
+    with contextlib.redirect_stdout(sys.stderr):
+        return _add_and_push(root, target, push)
+
+
+def _add_and_push(root: Path, target: str, push: bool) -> DataVersion:
     repo = ensure_repo(root)
     try:
         # DVC resolves paths against the working directory: give it absolute ones.

@@ -51,6 +51,14 @@ class ReprogrammedClassifier(nn.Module):
         self.backbone.eval()
         return self
 
+    def calibrate_transform(self, specs: torch.Tensor) -> bool:
+        """Data-dependent start for the U-Net (see UNetTransform.calibrate); False when it does not apply."""
+        calibrate = getattr(self.transform, "calibrate", None)
+        if calibrate is None or len(self.transform.out) > 2:  # nothing to do, or a final ReLU (reference mode)
+            return False
+        calibrate(float(specs.mean()), float(specs.std()))
+        return True
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 

@@ -37,6 +37,22 @@ class UNetTransform(nn.Module):
             self.out = self.out[:2]
         self.pool = nn.MaxPool2d(2)
 
+    @torch.no_grad()
+    def calibrate(self, mean: float, std: float) -> None:
+        """Start close to the identity on the backbone's input scale, keeping the architecture as it is.
+
+        The last conv becomes a centre tap and the last BatchNorm's affine maps its normalised output
+        back to the spectrogram's mean and spread, so the frozen backbone first sees (nearly) the log-mel
+        it was trained on instead of a standardised one; training then moves away from there.
+        """
+        conv, norm = self.out[0], self.out[1]
+        conv.weight.zero_()
+        conv.weight[0, 0, 1, 1] = 1.0
+        norm.weight.fill_(std)
+        norm.bias.fill_(mean)
+        norm.running_mean.fill_(mean)
+        norm.running_var.fill_(std**2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e1 = self.pool(self.down1(x))
         e2 = self.pool(self.down2(e1))

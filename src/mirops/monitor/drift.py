@@ -80,7 +80,7 @@ def _embedding_metric_class() -> type:
     class under its type alias, which must happen once per process.
     """
     from evidently.core.metric_types import SingleValue, SingleValueCalculation, SingleValueMetric
-    from evidently.legacy.metrics.data_drift.embedding_drift_methods import DriftMethod
+    from evidently.metrics.embeddings import DriftMethod
 
     class EmbeddingClassifierDrift(SingleValueMetric):
         class Config:
@@ -109,13 +109,16 @@ def _embedding_metric_class() -> type:
     return EmbeddingClassifierDrift
 
 
-def _check_columns(frame: pd.DataFrame, wanted: list[str], which: str) -> None:
-    missing = [c for c in wanted if c not in frame.columns]
+def _check_table(frame: pd.DataFrame, columns: list[str], embedding_columns: list[str], which: str) -> None:
+    missing = [c for c in columns + embedding_columns if c not in frame.columns]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise ValueError(f"{which} table lacks column(s) {shown}")
     if frame.empty:
         raise ValueError(f"{which} table has no rows")
+    # The domain classifier cannot take gaps (descriptor columns can: Evidently drops NaN per column).
+    if embedding_columns and frame[embedding_columns].isna().to_numpy().any():
+        raise ValueError(f"{which} table has missing values in its embedding columns")
 
 
 def _datasets(
@@ -139,7 +142,7 @@ def _datasets(
 
 def _report(columns: list[str], embedding_threshold: float | None, threshold: float, tags: dict[str, str]) -> Any:
     from evidently import Report
-    from evidently.legacy.metrics.data_drift.embedding_drift_methods import ModelDriftMethod
+    from evidently.metrics.embeddings import ModelDriftMethod
     from evidently.presets import DataDriftPreset
     from evidently.tests import lte
 
@@ -218,7 +221,7 @@ def drift_report(
         raise ValueError(f"threshold is a share of columns in (0, 1], got {threshold}")
     embedding_columns = list(embedding_columns or [])
     for frame, which in ((reference, "reference"), (current, "current")):
-        _check_columns(frame, columns + embedding_columns, which)
+        _check_table(frame, columns, embedding_columns, which)
 
     n_ref, n_cur = len(reference), len(current)
     auc_threshold = embedding_auc_threshold(n_ref, n_cur) if embedding_columns else None

@@ -7,6 +7,7 @@ MLFLOW_TRACKING_URI (e.g. an `mlflow server` backed by PostgreSQL) changes nothi
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -40,9 +41,20 @@ def git_commit(root: Path) -> str:
     return f"{sha}-dirty" if dirty else sha
 
 
+def _set_tracking_uri(uri: str) -> None:
+    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; keep the environment as the user set it,
+    # or the next project opened in this process (a test, a notebook) would write into this one's store.
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 def setup(settings: Settings) -> str:
     """Point MLflow at the project's store and return the experiment id (created on first use)."""
-    mlflow.set_tracking_uri(settings.tracking_uri)
+    _set_tracking_uri(settings.tracking_uri)
     name = settings.registry.model_name
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
@@ -95,3 +107,13 @@ def write_json(path: Path, payload: Any) -> None:
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as fh:
         json.dump(payload, fh, indent=2, default=str)
     Path(fh.name).replace(path)
+
+
+def latest_run(settings: Settings, step: str, dataset_version: str):
+    """The newest finished run of `step` on `dataset_version`, or None."""
+    setup(settings)
+    runs = mlflow.search_runs(
+        filter_string=f"tags.`{TAG_STEP}` = '{step}' and tags.`{TAG_DATASET_VERSION}` = '{dataset_version}'",
+        order_by=["attributes.start_time DESC"], max_results=1, output_format="list",
+    )
+    return runs[0] if runs else None

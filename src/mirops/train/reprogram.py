@@ -89,6 +89,8 @@ def fit(
 ) -> FitResult:
     """Train in place; on return `model` holds the weights of the best validation epoch."""
     torch.manual_seed(seed)
+    if params.calibrate:
+        model.calibrate_transform(train.specs)
     order_rng = np.random.default_rng(seed)
     optimiser = torch.optim.Adam(
         model.trainable_parameters(), lr=params.lr, betas=(0.95, 0.999), weight_decay=params.weight_decay

@@ -1,0 +1,74 @@
+"""The CLI as scripts use it, and `dvc repro` running the same steps through it."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import REPO, TINY, make_project, needs_soundfonts
+
+BIN = Path(sys.executable).parent
+
+
+def mirops(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run([str(BIN / "mirops"), *args, "--root", str(root)], root, check)
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if check:
+        assert done.returncode == 0, f"{cmd} failed ({done.returncode}):\n{done.stderr[-3000:]}"
+    return done
+
+
+@needs_soundfonts
+def test_audit_cli_prints_json_and_fails_naming_the_expectation(tmp_path):
+    root = make_project(tmp_path / "p")
+    mirops(root, "data", "demo")
+    version = json.loads(mirops(root, "data", "version", "--json").stdout)["dataset_version"]
+    assert version == yaml.safe_load((root / "data.dvc").read_text())["outs"][0]["md5"].removesuffix(".dir")
+
+    audit = json.loads(mirops(root, "audit", "--json").stdout)
+    assert audit["success"] is True and Path(audit["html_path"]).exists()
+
+    strict = mirops(root, "audit", "--set", "audit.min_positives_per_class=99", check=False)
+    assert strict.returncode == 1
+    assert "critical: label_balance: positives ≥ 99 per class and split failed for" in strict.stderr
+
+
+def test_bad_input_gets_a_clear_error_and_exit_code(tmp_path):
+    root = make_project(tmp_path / "empty")
+    done = mirops(root, "audit", check=False)
+    assert done.returncode == 2
+    assert "data.dvc: the dataset is not versioned yet; run `mirops data version`" in done.stderr
+    assert "Traceback" not in done.stderr
+
+    (root / "data").mkdir()
+    (root / "data" / "labels.json").write_text("{not json")
+    mirops(root, "data", "version")
+    done = mirops(root, "audit", check=False)
+    assert done.returncode == 2 and "labels.json: not valid JSON" in done.stderr
+
+
+@needs_soundfonts
+def test_dvc_repro_runs_the_stages_through_the_cli(tmp_path):
+    root = make_project(tmp_path / "repro")
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    (root / "src").symlink_to(REPO / "src")  # the train stage depends on the model and training code
+    mirops(root, "data", "demo")
+    mirops(root, "data", "version")
+    run([str(BIN / "dvc"), "repro"], root)
+
+    metrics = json.loads((root / "artifacts" / "evaluate" / "metrics.json").read_text())
+    assert 0.0 <= metrics["test_mAP"] <= 1.0
+    registration = json.loads((root / "artifacts" / "register" / "registration.json").read_text())
+    assert registration["aliases"] == ["challenger", "champion"]
+    assert "drift_share" in json.loads((root / "artifacts" / "monitor" / "verdict.json").read_text())
+    status = run([str(BIN / "dvc"), "status", "--json"], root).stdout
+    assert json.loads(status) == {}  # everything up to date: a second repro would do nothing
+    assert TINY["registry"]["model_name"] == registration["name"]
