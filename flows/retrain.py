@@ -45,8 +45,8 @@ def register(settings: Settings, run_id: str):
 
 
 @task(name="monitor")
-def monitor(settings: Settings, dataset_version: str, current: str | None):
-    return steps.monitor(settings, Path(current) if current else None, dataset_version)
+def monitor(settings: Settings, dataset_version: str, current: str | None, run_id: str):
+    return steps.monitor(settings, Path(current) if current else None, dataset_version, run_id)
 
 
 @flow(name="mirops-retrain")
@@ -60,7 +60,7 @@ def retrain(root: str = ".", overrides: dict[str, Any] | None = None, current: s
     run_id = train(settings, dataset_version, audited.run_id)
     metrics = evaluate(settings, run_id)
     registration = register(settings, run_id)
-    drift = monitor(settings, dataset_version, current)
+    drift = monitor(settings, dataset_version, current, run_id)
     return {
         "dataset_version": dataset_version,
         "audit": {"success": audited.success, "run_id": audited.run_id, "report": audited.html_path},

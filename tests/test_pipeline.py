@@ -32,6 +32,7 @@ def test_retraining_flow_end_to_end(tiny_project, prefect_api):
     assert run.data.tags["mirops.audit_success"] == "true"
     for metric in ("test_mAP", "test_ROC_AUC", "test_F1_macro", "params_trainable", "valid_mAP"):
         assert metric in run.data.metrics, metric
+    assert run.data.tags["mirops.drift_detected"] in ("true", "false")  # the verdict is on the run too
     assert run.data.metrics["params_trainable"] < 10_000  # U-Net + a 4-class head: reprogramming is tiny
     assert champion.tags["mirops.dataset_version"] == dvc_md5
 

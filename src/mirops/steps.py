@@ -311,8 +311,13 @@ def register(settings: Settings, run_id: str | None = None):
 
 # ---------------------------------------------------------------- monitor
 
-def monitor(settings: Settings, current: Path | None = None, dataset_version: str | None = None):
-    """Evidently drift report: the training audio (reference) vs a batch of incoming audio (current)."""
+def monitor(
+    settings: Settings, current: Path | None = None, dataset_version: str | None = None, run_id: str | None = None
+):
+    """Evidently drift report: the training audio (reference) vs a batch of incoming audio (current).
+
+    With `run_id` (the pipeline's training run) the verdict is also recorded on that run.
+    """
     import mlflow
 
     from mirops.features.descriptors import DESCRIPTOR_COLUMNS
@@ -343,6 +348,11 @@ def monitor(settings: Settings, current: Path | None = None, dataset_version: st
                               if result.embedding_drift_score is not None else {}))
         tracking.log_file(Path(result.html_path), "drift")
         tracking.log_file(Path(result.json_path), "drift")
+    if run_id:
+        with tracking.resume(settings, run_id):
+            mlflow.set_tags({"mirops.drift_detected": str(result.drift_detected).lower(),
+                             "mirops.drift_run_id": active.info.run_id})
+            mlflow.log_metric("production_drift_share", result.drift_share)
     payload: dict[str, Any] = result.to_json() | {"run_id": active.info.run_id}
     tracking.write_json(settings.artifacts_dir / "monitor" / "verdict.json", payload)
     verdict = "[red]DRIFT[/]" if result.drift_detected else "[green]no drift[/]"
