@@ -45,9 +45,9 @@ class AuditParams(BaseModel):
 class TrainParams(BaseModel):
     backbone: str = "yamnet"
     transform: str = "unet"
-    epochs: int = Field(6, ge=1)
+    epochs: int = Field(8, ge=1)
     batch_size: int = Field(8, ge=1)
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 5e-7
     freq_mask: int = 8
     time_mask: int = 96
