@@ -75,3 +75,16 @@ def test_specaugment_masks_with_silence_and_keeps_shape():
     spec = torch.zeros(3, 200, 64)
     out = SpecAugment(freq_mask=10, time_mask=40)(spec)
     assert out.shape == spec.shape and (out < 0).any()
+
+
+def test_calibrated_unet_starts_close_to_its_input():
+    torch.manual_seed(0)
+    x = torch.randn(4, 1, 200, 64) * 2.2 - 0.5  # log-mel scale of the demo data
+    unet = UNetTransform(final_relu=False)
+    unet.calibrate(mean=float(x.mean()), std=float(x.std()))
+    unet.eval()
+    with torch.no_grad():
+        y = unet(x)
+    corr = torch.corrcoef(torch.stack([x.flatten(), y.flatten()]))[0, 1]
+    assert corr > 0.8, f"calibrated U-Net output correlates {corr:.2f} with its input"
+    assert abs(float(y.mean() - x.mean())) < float(x.std()) / 2  # the decoder adds a little

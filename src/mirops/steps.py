@@ -356,6 +356,9 @@ def monitor(
     payload: dict[str, Any] = result.to_json() | {"run_id": active.info.run_id}
     tracking.write_json(settings.artifacts_dir / "monitor" / "verdict.json", payload)
     verdict = "[red]DRIFT[/]" if result.drift_detected else "[green]no drift[/]"
-    console.print(f"[bold]monitor[/] {verdict}: drift share {result.drift_share:.2f} "
-                  f"({len(result.drifted_columns)}/{result.n_columns} columns) → {result.html_path}")
+    embedding = ("" if result.embedding_drift_score is None else
+                 f", embedding drift AUC {result.embedding_drift_score:.2f}"
+                 f"{' (drifted)' if result.embedding_drift_detected else ''}")
+    console.print(f"[bold]monitor[/] {verdict}: descriptor drift share {result.drift_share:.2f} "
+                  f"({len(result.drifted_columns)}/{result.n_columns} columns){embedding} → {result.html_path}")
     return result

@@ -5,7 +5,7 @@ Registry stages are legacy in MLflow 3: aliases and version tags carry the state
 
 from __future__ import annotations
 
-import contextlib
+import logging
 from dataclasses import dataclass
 
 import mlflow
@@ -45,6 +45,9 @@ def log_model(model, num_classes: int, sample_rate: int) -> str:
     import torch
 
     example = np.ascontiguousarray(np.random.default_rng(0).normal(0, 0.1, (2, sample_rate)).astype(np.float32))
+    # A pickled module is a deliberate choice (its class is importable from `mirops`), so MLflow's
+    # warning about pickles is silenced here rather than shown on every run.
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
     info = mlflow.pytorch.log_model(
         model,
         name=MODEL_ARTIFACT,
@@ -91,8 +94,6 @@ def register(
     dataset version (the caller re-evaluates the champion when it was tested on another version).
     """
     client = MlflowClient()
-    with contextlib.suppress(MlflowException):  # already registered
-        client.create_registered_model(name)
     mv = mlflow.register_model(model_uri_of_run(run_id), name, tags={"run_id": run_id})
     version_tags = {TAG_DATASET_VERSION: dataset_version, metric: f"{challenger_score:.6f}", **(tags or {})}
     for key, value in version_tags.items():
