@@ -40,6 +40,10 @@ def test_audit_cli_prints_json_and_fails_naming_the_expectation(tmp_path):
     assert strict.returncode == 1
     assert "critical: label_balance: positives ≥ 99 per class and split failed for" in strict.stderr
 
+    refused = mirops(root, "train", "reprogram", check=False)  # the newest audit of this version failed
+    assert refused.returncode == 1 and f"the audit of dataset version {version} failed" in refused.stderr
+    assert not (root / "artifacts" / "train").exists()
+
 
 def test_bad_input_gets_a_clear_error_and_exit_code(tmp_path):
     root = make_project(tmp_path / "empty")

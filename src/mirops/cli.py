@@ -184,8 +184,14 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     root = Path(args.root or ".").resolve()
     quiet_and_offline(root)
+    from mirops.audit.report import AuditFailed
+    from mirops.steps import AuditNotPassed
+
     try:
         args.func(args)
+    except (AuditFailed, AuditNotPassed) as exc:  # the data is the problem: say so, no traceback
+        print(f"mirops: {exc}", file=sys.stderr)
+        raise SystemExit(1) from exc
     except (FileNotFoundError, LookupError, ValueError) as exc:
         print(f"mirops: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc

@@ -57,6 +57,10 @@ def load_waves(data_dir: Path, paths: list[str], settings: Settings) -> np.ndarr
 
 # ---------------------------------------------------------------- audit
 
+class AuditNotPassed(RuntimeError):
+    """Training was asked for on a dataset version whose audit failed."""
+
+
 @dataclass
 class AuditSummary:
     success: bool
@@ -224,8 +228,8 @@ def _audit_outcome(settings: Settings, dataset_version: str, audit_run_id: str |
         return {tracking.TAG_AUDIT_SUCCESS: "not-run"}
     success = audit_run.data.tags.get(tracking.TAG_AUDIT_SUCCESS, "false")
     if success != "true":
-        raise RuntimeError(f"the audit of dataset version {dataset_version} failed (MLflow run {audit_run.info.run_id})"
-                           "; fix the data or the suites before training")
+        raise AuditNotPassed(f"the audit of dataset version {dataset_version} failed "
+                             f"(MLflow run {audit_run.info.run_id}); fix the data or the suites before training")
     checks = audit_run.data.metrics
     return {tracking.TAG_AUDIT_SUCCESS: "true", tracking.TAG_AUDIT_RUN: audit_run.info.run_id,
             "mirops.audit_summary": f"{int(checks.get('checks', 0))} checks, "
