@@ -76,3 +76,16 @@ def test_dvc_repro_runs_the_stages_through_the_cli(tmp_path):
     status = run([str(BIN / "dvc"), "status", "--json"], root).stdout
     assert json.loads(status) == {}  # everything up to date: a second repro would do nothing
     assert TINY["registry"]["model_name"] == registration["name"]
+    first_run = registration["run_id"]
+
+    # New data: the old run cannot be scored on it, and the next champion decision re-tests the old
+    # champion on the new test split before comparing.
+    mirops(root, "data", "demo", "--overwrite", "--set", "seed=8")
+    mirops(root, "data", "version")
+    stale = mirops(root, "evaluate", first_run, check=False)
+    assert stale.returncode == 2 and "was trained on dataset version" in stale.stderr
+    run([str(BIN / "dvc"), "repro"], root)
+    second = json.loads((root / "artifacts" / "register" / "registration.json").read_text())
+    assert second["version"] == "2" and second["run_id"] != first_run
+    assert "champion v1" in second["decision"]  # compared with the old champion, re-tested on this data
+    assert second["dataset_version"] != registration["dataset_version"]

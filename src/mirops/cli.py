@@ -25,13 +25,13 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in args.set or []:
         key, sep, value = item.partition("=")
-        if not sep or "." not in key:
-            raise SystemExit(f"--set {item!r}: expected SECTION.FIELD=VALUE, e.g. train.epochs=2")
-        section, field = key.split(".", 1)
+        if not sep or not key:
+            raise SystemExit(f"--set {item!r}: expected [SECTION.]FIELD=VALUE, e.g. train.epochs=2 or seed=3")
+        key = key.replace(".", "__", 1)
         try:  # numbers, booleans, lists as JSON; anything else is a string
-            out[f"{section}__{field}"] = json.loads(value)
+            out[key] = json.loads(value)
         except ValueError:
-            out[f"{section}__{field}"] = value
+            out[key] = value
     return out
 
 
@@ -140,7 +140,7 @@ class _LeafParsers:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--root", default=None, help="project root holding params.yaml (default: .)")
-    common.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+    common.add_argument("--set", action="append", metavar="[SECTION.]FIELD=VALUE",
                         help="override a params.yaml value, e.g. --set train.epochs=2 (repeatable)")
     common.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser = argparse.ArgumentParser(prog="mirops", description=__doc__.splitlines()[0])

@@ -261,15 +261,27 @@ def score_on_test(settings: Settings, model) -> tuple[dict[str, float], dict[str
     return evaluate_probs(probs, label_matrix(test, spec), spec.classes, settings.train.threshold)
 
 
+def _require_data_of(settings: Settings, run_id: str, trained_on: str | None) -> str:
+    """Test metrics are compared "on the same test data": never score a run on another dataset version."""
+    here = current_version(settings)
+    if trained_on != here:
+        raise ValueError(f"run {run_id} was trained on dataset version {trained_on}, but data/ is {here}; "
+                         f"restore it (`dvc checkout` of that data.dvc) or train on this version")
+    return here
+
+
 def evaluate(settings: Settings, run_id: str | None = None) -> dict[str, float]:
     """Test-split mAP, ROC-AUC and F1 (both conventions), logged on the training run."""
     import mlflow
+    from mlflow import MlflowClient
 
     from mirops import plots
     from mirops.registry import models, tracking
 
     run_id = run_id or last_run_id(settings)
     tracking.setup(settings)
+    here = _require_data_of(settings, run_id,
+                            MlflowClient().get_run(run_id).data.tags.get(tracking.TAG_DATASET_VERSION))
     model = models.load_model(models.model_uri_of_run(run_id))
     summary, per_class = score_on_test(settings, model)
     metrics = {f"test_{k}": v for k, v in summary.items()}
@@ -277,7 +289,8 @@ def evaluate(settings: Settings, run_id: str | None = None) -> dict[str, float]:
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         tracking.log_json(per_class, "test_per_class.json")
         tracking.log_figure(plots.per_class_bars(per_class, title="test split, per class"), "plots/test_per_class.png")
-    tracking.write_json(settings.artifacts_dir / "evaluate" / "metrics.json", {"run_id": run_id, **metrics})
+    tracking.write_json(settings.artifacts_dir / "evaluate" / "metrics.json",
+                        {"run_id": run_id, "dataset_version": here, **metrics})
     console.print("[bold]evaluate[/] " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
     return metrics
 
@@ -302,13 +315,15 @@ def register(settings: Settings, run_id: str | None = None):
         if tags.get(tracking.TAG_DATASET_VERSION) == dataset_version and metric in tags:
             champion_score = float(tags[metric])
         else:  # tested on another dataset version: re-test it on this one before comparing
+            _require_data_of(settings, run_id, dataset_version)
             summary, _ = score_on_test(settings, models.load_model(f"models:/{name}@{models.CHAMPION}"))
             champion_score = summary[metric.removeprefix("test_")]
     reg = models.register(
         name, run_id, metric, float(run.data.metrics[metric]), dataset_version, champion_score,
         tags={tracking.TAG_GIT_COMMIT: run.data.tags.get(tracking.TAG_GIT_COMMIT, "unknown")},
     )
-    tracking.write_json(settings.artifacts_dir / "register" / "registration.json", asdict(reg))
+    tracking.write_json(settings.artifacts_dir / "register" / "registration.json",
+                        asdict(reg) | {"dataset_version": dataset_version, "run_id": run_id})
     console.print(f"[bold]register[/] {name} v{reg.version} → {', '.join(reg.aliases)} ({reg.decision})")
     return reg
 
