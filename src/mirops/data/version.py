@@ -49,12 +49,15 @@ def ensure_repo(root: Path, remote_url: str | None = None):
     if not (root / ".dvc").is_dir():
         Repo.init(os.fspath(root), no_scm=not (root / ".git").exists())
     repo = Repo(os.fspath(root))
-    with repo.config.edit() as conf:
-        conf["core"]["analytics"] = False
-        if "remote" not in conf["core"]:
-            url = remote_url or os.fspath(root / "dvc-remote")
-            conf["remote"][DEFAULT_REMOTE] = {"url": url}
-            conf["core"]["remote"] = DEFAULT_REMOTE
+    core = repo.config["core"]
+    # Offline and quiet: no analytics, no update checks. Edit only what is missing.
+    if core.get("analytics") is not False or core.get("check_update") is not False or "remote" not in core:
+        with repo.config.edit() as conf:
+            conf["core"]["analytics"] = False
+            conf["core"]["check_update"] = False
+            if "remote" not in conf["core"]:
+                conf["remote"][DEFAULT_REMOTE] = {"url": remote_url or os.fspath(root / "dvc-remote")}
+                conf["core"]["remote"] = DEFAULT_REMOTE
     return repo
 
 
