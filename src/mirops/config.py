@@ -55,6 +55,7 @@ class TrainParams(BaseModel):
     clip_seconds: float = 10.0     # every clip is centre-cropped or zero-padded to this length
     final_relu: bool = False       # keep the reference U-Net's last ReLU (see models/transforms.py)
     calibrate: bool = True         # start the U-Net near the identity on the data's log-mel scale
+    device: str = "auto"           # "auto": CUDA when there is a GPU, else CPU
     max_clips: int | None = None  # cap on training clips (tests, smoke runs)
 
 

@@ -170,7 +170,7 @@ def train(settings: Settings, dataset_version: str | None = None, audit_run_id: 
     from mirops.models.reprogram import ReprogrammedClassifier
     from mirops.models.yamnet import YAMNet
     from mirops.registry import models, tracking
-    from mirops.train.reprogram import SpecSet, compute_spectrograms, fit
+    from mirops.train.reprogram import SpecSet, compute_spectrograms, fit, resolve_device
 
     dataset_version = dataset_version or current_version(settings)
     audit_tags = _audit_outcome(settings, dataset_version, audit_run_id)
@@ -178,7 +178,9 @@ def train(settings: Settings, dataset_version: str | None = None, audit_run_id: 
     df, spec = read_manifest(settings.data_dir)
     parts = {s: _split(df, s, p.max_clips) for s in ("train", "valid")}
     torch.manual_seed(settings.seed)
+    device = resolve_device(p.device)
     model = ReprogrammedClassifier(YAMNet.from_onnx(), spec.classes, transform=p.transform, final_relu=p.final_relu)
+    model.to(device)
     sets = {
         s: SpecSet(compute_spectrograms(model, load_waves(settings.data_dir, list(part["path"]), settings)),
                    torch.from_numpy(label_matrix(part, spec)))
@@ -204,7 +206,8 @@ def train(settings: Settings, dataset_version: str | None = None, audit_run_id: 
                            for k, v in result.best_valid.items() if np.isfinite(v)})
         tracking.log_figure(plots.training_curves(result.history), "plots/training_curves.png")
         tracking.log_json(result.history, "history.json")
-        model_uri = models.log_model(model, len(spec.classes), settings.demo.sample_rate)
+        mlflow.set_tag("mirops.device", str(device))
+        model_uri = models.log_model(model.cpu(), len(spec.classes), settings.demo.sample_rate)  # serves anywhere
         run_id = active.info.run_id
     tracking.write_json(settings.artifacts_dir / "train" / "run.json",
                         {"run_id": run_id, "model_uri": model_uri, "dataset_version": dataset_version})

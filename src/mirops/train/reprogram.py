@@ -48,17 +48,31 @@ def masked_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits[mask], labels[mask])
 
 
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
 def compute_spectrograms(model: ReprogrammedClassifier, waves: np.ndarray, batch_size: int = 16) -> torch.Tensor:
-    chunks = [model.spectrogram(torch.from_numpy(waves[i : i + batch_size])) for i in range(0, len(waves), batch_size)]
+    """Log-mels on the model's device, kept on the CPU (the dataset stays in host memory)."""
+    device = _device(model)
+    chunks = [model.spectrogram(torch.from_numpy(waves[i : i + batch_size]).to(device)).cpu()
+              for i in range(0, len(waves), batch_size)]
     return torch.cat(chunks)
 
 
 @torch.no_grad()
 def predict_probs(model: ReprogrammedClassifier, specs: torch.Tensor, batch_size: int = 16) -> np.ndarray:
     model.eval()
-    batches = (specs[i : i + batch_size] for i in range(0, len(specs), batch_size))
-    return torch.cat([torch.sigmoid(model.forward_spectrogram(b)) for b in batches]).numpy()
+    device = _device(model)
+    batches = (specs[i : i + batch_size].to(device) for i in range(0, len(specs), batch_size))
+    return torch.cat([torch.sigmoid(model.forward_spectrogram(b)).cpu() for b in batches]).numpy()
 
 
 class SpecAugment(torch.nn.Module):
@@ -95,6 +109,7 @@ def fit(
     optimiser = torch.optim.Adam(
         model.trainable_parameters(), lr=params.lr, betas=(0.95, 0.999), weight_decay=params.weight_decay
     )
+    device = _device(model)
     augment = SpecAugment(params.freq_mask, params.time_mask)
     best_state, best_map, result = None, -np.inf, FitResult(best_epoch=0, best_valid={})
     for epoch in range(1, params.epochs + 1):
@@ -104,7 +119,8 @@ def fit(
         losses = []
         for step, start in enumerate(range(0, len(order), params.batch_size), start=1):
             idx = torch.from_numpy(order[start : start + params.batch_size])
-            loss = masked_bce(model.forward_spectrogram(augment(train.specs[idx])), train.labels[idx])
+            specs, labels = train.specs[idx].to(device), train.labels[idx].to(device)
+            loss = masked_bce(model.forward_spectrogram(augment(specs)), labels)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
