@@ -50,9 +50,10 @@ def current_version(settings: Settings) -> str:
 
 
 def load_waves(data_dir: Path, paths: list[str], settings: Settings) -> np.ndarray:
-    """[N, samples] float32 at 16 kHz, each clip cropped or padded to `train.clip_seconds`."""
-    sr = settings.demo.sample_rate
-    return np.stack([load_audio(data_dir / p, sr, settings.train.clip_seconds) for p in paths])
+    """[N, samples] float32 at the backbone's rate, each clip cropped or padded to `train.clip_seconds`."""
+    from mirops.features.logmel import SAMPLE_RATE
+
+    return np.stack([load_audio(data_dir / p, SAMPLE_RATE, settings.train.clip_seconds) for p in paths])
 
 
 # ---------------------------------------------------------------- audit
@@ -73,6 +74,8 @@ class AuditSummary:
 
 def audit(settings: Settings, dataset_version: str | None = None, raise_on_failure: bool = True) -> AuditSummary:
     """Run the Great Expectations suites on the manifest; log them as an MLflow run; stop on critical failure."""
+    import mlflow
+
     from mirops.audit.report import raise_for_critical, run_audit
     from mirops.registry import tracking
 
@@ -83,8 +86,6 @@ def audit(settings: Settings, dataset_version: str | None = None, raise_on_failu
     )
     with tracking.run(settings, "audit", "audit", dataset_version) as active:
         failed = [c for c in result.checks if not c["success"]]
-        import mlflow
-
         mlflow.log_metrics({"checks": len(result.checks), "checks_failed": len(failed),
                             "critical_failures": len(result.critical_failures)})
         mlflow.set_tag(tracking.TAG_AUDIT_SUCCESS, str(result.success).lower())
@@ -126,16 +127,15 @@ def batch_features(settings: Settings, folder: Path) -> pd.DataFrame:
     import torch
 
     from mirops.features.descriptors import descriptor_table
-    from mirops.features.logmel import N_MELS, PATCH_FRAMES, PATCH_HOP, YamnetLogMel, frame_patches
+    from mirops.features.logmel import N_MELS, PATCH_FRAMES, PATCH_HOP, SAMPLE_RATE, YamnetLogMel, frame_patches
     from mirops.models.yamnet import YAMNet
 
     clips = list_batch(folder)
     cache = settings.artifacts_dir / "features" / f"{_batch_key(folder, list(clips['path']))}.parquet"
     if cache.exists():
         return pd.read_parquet(cache)
-    sr = settings.demo.sample_rate
-    waves = [load_audio(folder / p, sr) for p in clips["path"]]
-    table = descriptor_table(zip(clips["clip_id"], waves, strict=True), sr)
+    waves = [load_audio(folder / p, SAMPLE_RATE) for p in clips["path"]]
+    table = descriptor_table(zip(clips["clip_id"], waves, strict=True), SAMPLE_RATE)
     backbone, frontend = YAMNet.from_onnx().eval(), YamnetLogMel()
     embeddings = []
     with torch.no_grad():
@@ -167,6 +167,7 @@ def train(settings: Settings, dataset_version: str | None = None, audit_run_id: 
 
     from mirops import plots
     from mirops.data.manifest import label_matrix
+    from mirops.features.logmel import SAMPLE_RATE
     from mirops.models.reprogram import ReprogrammedClassifier
     from mirops.models.yamnet import YAMNet
     from mirops.registry import models, tracking
@@ -207,7 +208,7 @@ def train(settings: Settings, dataset_version: str | None = None, audit_run_id: 
         tracking.log_figure(plots.training_curves(result.history), "plots/training_curves.png")
         tracking.log_json(result.history, "history.json")
         mlflow.set_tag("mirops.device", str(device))
-        model_uri = models.log_model(model.cpu(), len(spec.classes), settings.demo.sample_rate)  # serves anywhere
+        model_uri = models.log_model(model.cpu(), len(spec.classes), SAMPLE_RATE)  # logged from the CPU
         run_id = active.info.run_id
     tracking.write_json(settings.artifacts_dir / "train" / "run.json",
                         {"run_id": run_id, "model_uri": model_uri, "dataset_version": dataset_version})
