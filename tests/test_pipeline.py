@@ -36,6 +36,18 @@ def test_retraining_flow_end_to_end(tiny_project, prefect_api):
     assert run.data.metrics["params_trainable"] < 10_000  # U-Net + a 4-class head: reprogramming is tiny
     assert champion.tags["mirops.dataset_version"] == dvc_md5
 
+    # The champion serves from the registry alone: raw audio in, one probability per class out.
+    import torch
+
+    from mirops.data.audio import load_audio
+    from mirops.registry.models import load_model
+
+    model = load_model(f"models:/{settings.registry.model_name}@champion")
+    clip = next((tiny_project / "production" / "audio").glob("*.wav"))
+    with torch.no_grad():
+        probs = torch.sigmoid(model(torch.from_numpy(load_audio(clip, 16000))[None]))
+    assert probs.shape == (1, 4) and bool(((probs >= 0) & (probs <= 1)).all())
+
     # The audit passed, and its result is kept as JSON with observed values.
     audit = json.loads((settings.artifacts_dir / "audit" / "audit.json").read_text())
     assert audit["success"] is True and audit["dataset_version"] == dvc_md5

@@ -125,6 +125,7 @@ def list_batch(folder: Path) -> pd.DataFrame:
 def batch_features(settings: Settings, folder: Path) -> pd.DataFrame:
     """Per-clip audio descriptors and mean YAMNet embeddings, cached by the batch's content."""
     import torch
+    from rich.progress import Progress
 
     from mirops.features.descriptors import descriptor_table
     from mirops.features.logmel import N_MELS, PATCH_FRAMES, PATCH_HOP, SAMPLE_RATE, YamnetLogMel, frame_patches
@@ -138,8 +139,8 @@ def batch_features(settings: Settings, folder: Path) -> pd.DataFrame:
     table = descriptor_table(zip(clips["clip_id"], waves, strict=True), SAMPLE_RATE)
     backbone, frontend = YAMNet.from_onnx().eval(), YamnetLogMel()
     embeddings = []
-    with torch.no_grad():
-        for wave in waves:
+    with torch.no_grad(), Progress(console=console, transient=True) as bar:
+        for wave in bar.track(waves, description=f"YAMNet embeddings of {folder.name}/"):
             patches = frame_patches(frontend(torch.from_numpy(wave)[None]), PATCH_FRAMES, PATCH_HOP)
             _, emb = backbone(patches.reshape(-1, 1, PATCH_FRAMES, N_MELS))
             embeddings.append(emb.mean(0).numpy())
