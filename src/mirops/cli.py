@@ -118,7 +118,8 @@ def print_where_to_look(summary: dict[str, Any], root: Path) -> None:
         f"  dataset version   {summary['dataset_version']}  (data.dvc; `dvc status`)",
         f"  audit report      {summary['audit']['report']}  (MLflow run {summary['audit']['run_id']})",
         f"  MLflow run        {summary['run_id']}  test mAP {summary['metrics'].get('test_mAP', float('nan')):.3f}",
-        f"  registered model  models:/{model['name']}/{model['version']}  aliases {', '.join(model['aliases'])}",
+        f"  registered model  models:/{model['name']}/{model['version']}  aliases {', '.join(model['aliases'])}"
+        f"  ({model['decision']})",
         f"  drift report      {drift['html_path']}  (drift detected: {drift['drift_detected']}; descriptor "
         f"drift share {drift['drift_share']:.2f}, embedding drift AUC {drift['embedding_drift_score'] or 0:.2f})",
         f"  dashboards        make ui   (MLflow UI :5000 over {summary['tracking_uri']}, "
