@@ -13,11 +13,18 @@ from tests.conftest import needs_soundfonts
 
 
 @needs_soundfonts
-def test_retraining_flow_end_to_end(tiny_project, prefect_api):
+def test_retraining_flow_end_to_end(tiny_project, prefect_api, capsys):
     from flows.retrain import retrain
+    from mirops.cli import print_where_to_look
 
     summary = retrain(root=str(tiny_project))
     settings = Settings.load(tiny_project)
+
+    # What `mirops pipeline run` (and so `make demo`) ends with: where to look.
+    print_where_to_look(summary, tiny_project)
+    told = capsys.readouterr().err
+    for where in ("artifacts/audit/audit.html", "models:/tiny-instruments/1", "champion", "drift.html", "make ui"):
+        assert where in told, f"{where!r} missing from:\n{told}"
 
     # The dataset version everything carries is the md5 DVC recorded for data/.
     dvc_md5 = yaml.safe_load((tiny_project / "data.dvc").read_text())["outs"][0]["md5"].removesuffix(".dir")
