@@ -13,16 +13,15 @@ from tests.conftest import needs_soundfonts
 
 
 @needs_soundfonts
-def test_retraining_flow_end_to_end(tiny_project, prefect_api, capsys):
+def test_retraining_flow_end_to_end(tiny_project, prefect_api):
     from flows.retrain import retrain
-    from mirops.cli import print_where_to_look
+    from mirops.cli import where_to_look
 
     summary = retrain(root=str(tiny_project))
     settings = Settings.load(tiny_project)
 
     # What `mirops pipeline run` (and so `make demo`) ends with: where to look.
-    print_where_to_look(summary, tiny_project)
-    told = capsys.readouterr().err
+    told = where_to_look(summary, tiny_project)
     for where in ("artifacts/audit/audit.html", "models:/tiny-instruments/1", "champion", "drift.html", "make ui"):
         assert where in told, f"{where!r} missing from:\n{told}"
 

@@ -106,10 +106,11 @@ def cmd_pipeline_run(args):
     settings = _settings(args)
     summary = retrain(root=str(settings.root), overrides=_overrides(args), current=args.current)
     _emit(args, summary)
-    print_where_to_look(summary, settings.root)
+    print(where_to_look(summary, settings.root), file=sys.stderr)
 
 
-def print_where_to_look(summary: dict[str, Any], root: Path) -> None:
+def where_to_look(summary: dict[str, Any], root: Path) -> str:
+    """The end of `mirops pipeline run`: where the run's results are and how to look at them."""
     model = summary["model"]
     drift = summary["drift"]
     lines = [
@@ -125,7 +126,7 @@ def print_where_to_look(summary: dict[str, Any], root: Path) -> None:
         f"  dashboards        make ui   (MLflow UI :5000 over {summary['tracking_uri']}, "
         f"Evidently UI :8000 over {root / 'dashboards' / 'workspace'})",
     ]
-    print("\n".join(lines), file=sys.stderr)
+    return "\n".join(lines)
 
 
 class _LeafParsers:

@@ -6,7 +6,7 @@ suffix); every later artefact carries it.
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -41,6 +41,20 @@ def read_version(root: Path, target: str = "data") -> DataVersion:
     )
 
 
+def _dvc_logs_to_stderr() -> None:
+    """DVC binds its log handlers to the streams of the moment it is imported, info going to stdout.
+
+    Point them at the current stderr: stdout stays free for `--json`, and a stream replaced since the
+    import (a notebook, a test's capture) is never written to after it closed.
+    """
+    import dvc  # noqa: F401  (its import sets up the handlers)
+
+    for handler in logging.getLogger("dvc").handlers:
+        if isinstance(handler, logging.StreamHandler):
+            with handler.lock:  # not setStream(): it flushes the old stream, which may be closed
+                handler.stream = sys.stderr
+
+
 def ensure_repo(root: Path, remote_url: str | None = None):
     """Open the DVC repo at `root`, initialising it (and a local remote) on first use."""
     from dvc.repo import Repo
@@ -66,12 +80,7 @@ def version_data(root: Path, target: str = "data", push: bool = True) -> DataVer
     root = Path(root)
     if not (root / target).is_dir():
         raise FileNotFoundError(f"{root / target}: no dataset to version (build one with `mirops data demo`)")
-    # DVC talks on stdout; keep stdout for `--json` output.
-    with contextlib.redirect_stdout(sys.stderr):
-        return _add_and_push(root, target, push)
-
-
-def _add_and_push(root: Path, target: str, push: bool) -> DataVersion:
+    _dvc_logs_to_stderr()
     repo = ensure_repo(root)
     try:
         # DVC resolves paths against the working directory: give it absolute ones.
