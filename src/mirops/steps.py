@@ -128,7 +128,7 @@ def batch_features(settings: Settings, folder: Path) -> pd.DataFrame:
     from rich.progress import Progress
 
     from mirops.features.descriptors import descriptor_table
-    from mirops.features.logmel import N_MELS, PATCH_FRAMES, PATCH_HOP, SAMPLE_RATE, YamnetLogMel, frame_patches
+    from mirops.features.logmel import SAMPLE_RATE, YamnetLogMel
     from mirops.models.yamnet import YAMNet
 
     clips = list_batch(folder)
@@ -141,9 +141,7 @@ def batch_features(settings: Settings, folder: Path) -> pd.DataFrame:
     embeddings = []
     with torch.no_grad(), Progress(console=console, transient=True) as bar:
         for wave in bar.track(waves, description=f"YAMNet embeddings of {folder.name}/"):
-            patches = frame_patches(frontend(torch.from_numpy(wave)[None]), PATCH_FRAMES, PATCH_HOP)
-            _, emb = backbone(patches.reshape(-1, 1, PATCH_FRAMES, N_MELS))
-            embeddings.append(emb.mean(0).numpy())
+            embeddings.append(backbone.embed_logmel(frontend(torch.from_numpy(wave)[None]))[0].numpy())
     emb_cols = [f"{EMBEDDING_PREFIX}{i:04d}" for i in range(embeddings[0].shape[0])]
     table = pd.concat([table.reset_index(drop=True), pd.DataFrame(np.stack(embeddings), columns=emb_cols)], axis=1)
     cache.parent.mkdir(parents=True, exist_ok=True)

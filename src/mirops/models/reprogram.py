@@ -10,7 +10,7 @@ import math
 import torch
 from torch import nn
 
-from mirops.features.logmel import N_MELS, PATCH_FRAMES, PATCH_HOP, YamnetLogMel, frame_patches
+from mirops.features.logmel import YamnetLogMel
 from mirops.models.transforms import build_transform
 from mirops.models.yamnet import YAMNet
 
@@ -73,15 +73,10 @@ class ReprogrammedClassifier(nn.Module):
 
     def embed_spectrogram(self, spec: torch.Tensor) -> torch.Tensor:
         """Log-mel [B, T, 64] → transform → backbone → clip embedding [B, D] (mean over patches)."""
-        batch, frames, _ = spec.shape
-        pad = (-frames) % 8  # the U-Net pools three times along time
+        pad = (-spec.shape[1]) % 8  # the U-Net pools three times along time
         if pad:
             spec = nn.functional.pad(spec, (0, 0, 0, pad), value=LOG_FLOOR)
-        spec = self.transform(spec.unsqueeze(1)).squeeze(1)
-        patches = frame_patches(spec, PATCH_FRAMES, PATCH_HOP)  # [B, P, 96, 64]
-        n_patches = patches.shape[1]
-        _, embeddings = self.backbone(patches.reshape(batch * n_patches, 1, PATCH_FRAMES, N_MELS))
-        return embeddings.reshape(batch, n_patches, -1).mean(dim=1)
+        return self.backbone.embed_logmel(self.transform(spec.unsqueeze(1)).squeeze(1))
 
     def forward_spectrogram(self, spec: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed_spectrogram(spec))

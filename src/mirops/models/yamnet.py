@@ -193,6 +193,15 @@ class YAMNet(nn.Module):
         embeddings = self.layers(patches).mean(dim=(2, 3))
         return self.classifier(embeddings), embeddings
 
+    def embed_logmel(self, logmel: Tensor) -> Tensor:
+        """Whole clips: log-mel [B, T, 64] → 0.96 s patches (hop 0.48 s) → mean embedding [B, 1024]."""
+        from mirops.features.logmel import N_MELS, PATCH_FRAMES, PATCH_HOP, frame_patches
+
+        patches = frame_patches(logmel, PATCH_FRAMES, PATCH_HOP)  # [B, P, 96, 64]
+        batch, n_patches = patches.shape[:2]
+        _, embeddings = self(patches.reshape(batch * n_patches, 1, PATCH_FRAMES, N_MELS))
+        return embeddings.reshape(batch, n_patches, -1).mean(dim=1)
+
     def convs(self) -> list[nn.Conv2d]:
         """The 27 convolutions in graph order."""
         return [module for module in self.modules() if isinstance(module, nn.Conv2d)]
