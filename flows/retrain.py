@@ -1,4 +1,5 @@
-"""The retraining pipeline as a Prefect flow: demo data → version → audit → train → evaluate → register → monitor.
+"""The retraining pipeline as a Prefect flow:
+demo data → check (quarantine) → version → audit → precompute (mapped) → train → evaluate → register → monitor.
 
 Each task calls one function of `mirops.steps`; the flow only orders them and passes ids along.
 """
@@ -10,6 +11,7 @@ from typing import Any
 
 from prefect import flow, task
 
+from flows.precompute import run_precompute
 from mirops import steps
 from mirops.config import Settings
 
@@ -19,9 +21,14 @@ def demo_data(settings: Settings) -> None:
     steps.demo(settings)
 
 
+@task(name="check-audio")
+def check(settings: Settings):
+    return steps.check_data(settings)
+
+
 @task(name="version", retries=2, retry_delay_seconds=2)
 def version(settings: Settings) -> str:
-    return steps.version(settings)
+    return steps.version(settings, check=False)  # the check-audio task just ran
 
 
 @task(name="audit")
@@ -50,19 +57,26 @@ def monitor(settings: Settings, dataset_version: str, current: str | None, run_i
 
 
 @flow(name="mirops-retrain")
-def retrain(root: str = ".", overrides: dict[str, Any] | None = None, current: str | None = None) -> dict[str, Any]:
-    """Run the whole pipeline on the project at `root`; `overrides` are `section__field` settings."""
+def retrain(root: str = ".", overrides: dict[str, Any] | None = None, current: str | None = None,
+            task_runner: str = "thread") -> dict[str, Any]:
+    """Run the whole pipeline on the project at `root`; `overrides` are `section__field` settings.
+
+    `task_runner` ("thread" or "dask") runs the mapped feature precomputation.
+    """
     settings = Settings.load(root, **(overrides or {}))
     if not (settings.data_dir / "manifest.parquet").exists():
         demo_data(settings)
+    checked = check(settings)
     dataset_version = version(settings)
     audited = audit(settings, dataset_version)
+    run_precompute(str(settings.root), overrides, task_runner, settings.ingest.workers)
     run_id = train(settings, dataset_version, audited.run_id)
     metrics = evaluate(settings, run_id)
     registration = register(settings, run_id)
     drift = monitor(settings, dataset_version, current, run_id)
     return {
         "dataset_version": dataset_version,
+        "quarantine": {"clips": checked.quarantined, "reasons": checked.reasons, "table": checked.table_path},
         "audit": {"success": audited.success, "run_id": audited.run_id, "report": audited.html_path},
         "run_id": run_id,
         "metrics": metrics,

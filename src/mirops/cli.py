@@ -53,7 +53,47 @@ def cmd_data_demo(args):
 def cmd_data_version(args):
     from mirops import steps
 
-    _emit(args, {"dataset_version": steps.version(_settings(args))})
+    _emit(args, {"dataset_version": steps.version(_settings(args), args.message, commit=not args.no_commit)})
+
+
+def cmd_data_versions(args):
+    from rich.console import Console
+    from rich.table import Table
+
+    from mirops.data.version import list_versions
+
+    records = list_versions(_settings(args).root)
+    if args.json:
+        _emit(args, {"versions": [asdict(r) for r in records]})
+        return
+    table = Table("version", "created", "message", "clips", "classes", "quarantined", "splits")
+    for r in records:
+        table.add_row(r.version, r.created, r.message, str(r.clips), str(r.classes), str(r.quarantined),
+                      " ".join(f"{k}={v}" for k, v in r.splits.items()))
+    Console(stderr=True).print(table if records else "no dataset versions yet: `mirops data version`")
+
+
+def cmd_data_checkout(args):
+    from mirops.data.version import checkout_version
+
+    record = checkout_version(_settings(args).root, args.version, force=args.force)
+    print(f"data/ is now version {record.version} ({record.clips} clips, {record.message or 'no message'})",
+          file=sys.stderr)
+    _emit(args, record)
+
+
+def cmd_data_check(args):
+    from mirops import steps
+
+    _emit(args, steps.check_data(_settings(args)))
+
+
+def cmd_data_precompute(args):
+    from flows.precompute import run_precompute
+
+    settings = _settings(args)
+    _emit(args, run_precompute(str(settings.root), _overrides(args), args.task_runner,
+                               args.workers or settings.ingest.workers, args.dask_address))
 
 
 def cmd_audit(args):
@@ -104,7 +144,8 @@ def cmd_pipeline_run(args):
     from flows.retrain import retrain
 
     settings = _settings(args)
-    summary = retrain(root=str(settings.root), overrides=_overrides(args), current=args.current)
+    summary = retrain(root=str(settings.root), overrides=_overrides(args), current=args.current,
+                      task_runner=args.task_runner)
     _emit(args, summary)
     print(where_to_look(summary, settings.root), file=sys.stderr)
 
@@ -116,7 +157,10 @@ def where_to_look(summary: dict[str, Any], root: Path) -> str:
     lines = [
         "",
         "Done. Where to look:",
-        f"  dataset version   {summary['dataset_version']}  (data.dvc; `dvc status`)",
+        f"  dataset version   {summary['dataset_version']}  (data.dvc; `mirops data versions`)",
+        f"  quarantine        {summary['quarantine']['clips']} unusable clips"
+        + (f" ({', '.join(f'{n} {r}' for r, n in summary['quarantine']['reasons'].items())}) → "
+           f"{summary['quarantine']['table']}" if summary["quarantine"]["clips"] else ""),
         f"  audit report      {summary['audit']['report']}  (MLflow run {summary['audit']['run_id']})",
         f"  MLflow run        {summary['run_id']}  test mAP {summary['metrics'].get('test_mAP', float('nan')):.3f}",
         f"  registered model  models:/{model['name']}/{model['version']}  aliases {', '.join(model['aliases'])}"
@@ -153,8 +197,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo = data.add_parser("demo", help="render the OpenMIC-style demo dataset into data/ (and production/)")
     demo.add_argument("--overwrite", action="store_true", help="replace an existing data/")
     demo.set_defaults(func=cmd_data_demo)
-    data.add_parser("version", help="dvc add data/ and push; prints the version id").set_defaults(
-        func=cmd_data_version)
+    ver = data.add_parser("version", help="check the audio, dvc add data/, push, commit data.dvc (in git); "
+                                           "prints the version id")
+    ver.add_argument("-m", "--message", default="", help="what changed in this version")
+    ver.add_argument("--no-commit", action="store_true", help="do not git-commit data.dvc and the version list")
+    ver.set_defaults(func=cmd_data_version)
+    data.add_parser("versions", help="list the dataset versions (id, date, message, clip and class counts)"
+                    ).set_defaults(func=cmd_data_versions)
+    checkout = data.add_parser("checkout", help="restore data/ to a version (an id or a unique prefix)")
+    checkout.add_argument("version")
+    checkout.add_argument("--force", action="store_true", help="discard changes in data/ that no version records")
+    checkout.set_defaults(func=cmd_data_checkout)
+    data.add_parser("check", help="decode every clip; move unusable ones to data/quarantine.parquet"
+                    ).set_defaults(func=cmd_data_check)
+    pre = data.add_parser("precompute", help="fill the feature cache of data/ with mapped Prefect tasks")
+    pre.add_argument("--task-runner", choices=["thread", "dask"], default="thread",
+                     help="thread pool, or a Dask cluster through prefect-dask")
+    pre.add_argument("--workers", type=int, default=None, help="threads or Dask worker processes")
+    pre.add_argument("--dask-address", default=None, help="scheduler of an existing Dask cluster (default: a "
+                     "LocalCluster)")
+    pre.set_defaults(func=cmd_data_precompute)
 
     sub.add_parser("audit", help="run the Great Expectations suites; exit 1 on a critical failure").set_defaults(
         func=cmd_audit)
@@ -178,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
                         .add_subparsers(dest="pipeline_cmd", required=True), common)
     run = pipe.add_parser("run", help="demo data if none, version, audit, train, evaluate, register, monitor")
     run.add_argument("--current", help="batch to monitor (default production/)")
+    run.add_argument("--task-runner", choices=["thread", "dask"], default="thread",
+                     help="runner of the mapped feature precomputation")
     run.set_defaults(func=cmd_pipeline_run)
     return parser
 

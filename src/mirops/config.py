@@ -11,26 +11,60 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-DEMO_CLASSES = [
-    "bass", "drums", "flute", "guitar", "organ", "piano", "saxophone", "synthesizer", "trumpet", "violin",
+DEMO_CLASSES = [  # the 18 OpenMIC-2018 classes General MIDI can play (it has no mandolin or ukulele)
+    "accordion", "banjo", "bass", "cello", "clarinet", "cymbals", "drums", "flute", "guitar", "mallet_percussion",
+    "organ", "piano", "saxophone", "synthesizer", "trombone", "trumpet", "violin", "voice",
 ]
 
 
 class DemoParams(BaseModel):
-    clips: int = 150
-    production_clips: int = 40
+    """The demo dataset (`mirops data demo`, src/mirops/data/demo.py)."""
+
+    variant: str = Field("instruments", pattern="^(instruments|tagging)$")  # tagging: 30 s clips, MTAT-style tags
+    clips: int = 240               # labelled clips of the instruments variant
+    production_clips: int = 40     # the production batch (instruments variant), through production_soundfont
     clip_seconds: float = 10.0
     sample_rate: int = 16000
-    groups: int = 30
-    missing_fraction: float = Field(0.4, ge=0.0, lt=1.0)
+    groups: int = 48               # recording sessions; a group never straddles splits
+    missing_fraction: float = Field(0.4, ge=0.0, lt=1.0)  # (clip, class) pairs left unannotated (instruments)
     classes: list[str] = Field(default_factory=lambda: list(DEMO_CLASSES))
     max_instruments: int = Field(4, ge=1)
-    soundfont: str = "FluidR3_GM.sf2"
+    zipf_exponent: float = Field(1.0, ge=0.0)  # class weight 1 / rank**exponent, rank by gm.PREVALENCE; 0: balanced
+    min_positives: int = Field(3, ge=0)        # annotated positives of every class (tag) in every split
+    # Training SoundFonts, one per session: timbre domains. `soundfont: NAME` (one domain) is read as well.
+    soundfonts: list[str] = Field(
+        default_factory=lambda: ["FluidR3_GM.sf2", "MuseScore_General_Lite.sf3"],
+        min_length=1,
+        validation_alias=AliasChoices("soundfonts", "soundfont"),
+    )
     production_soundfont: str = "TimGM6mb.sf2"
+    real_drums: float = Field(0.4, ge=0.0, le=1.0)  # share of sessions whose drums/cymbals are real one-shots
+    require_real_drums: bool = False               # fail, rather than fall back, without hydrogen-drumkits
     split: dict[str, float] = Field(default_factory=lambda: {"train": 0.6, "valid": 0.2, "test": 0.2})
+    tagging_clips: int = 120
+    tagging_groups: int = 30       # artists: one style, SoundFont and drum kit each
+    tagging_clip_seconds: float = 30.0
+    styles: list[str] = Field(default_factory=lambda: ["classical", "electronic", "rock", "jazz", "folk"])
+
+    @field_validator("soundfonts", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class IngestParams(BaseModel):
+    """How datasets come in: importers, the audio check that quarantines bad clips, the decoded-audio cache."""
+
+    valid_fraction: float = Field(0.15, gt=0.0, lt=1.0)  # carved from train, by group, when a source has no valid
+    split: dict[str, float] = Field(default_factory=lambda: {"train": 0.7, "valid": 0.15, "test": 0.15})
+    min_seconds: float = Field(0.5, ge=0.0)     # shorter clips are quarantined as too_short
+    short_fraction: float = Field(0.5, ge=0.0, le=1.0)  # ... as are clips under this share of the expected length
+    workers: int = Field(2, ge=1)                # threads decoding audio during checks and imports
+    link: str = "hardlink"                       # how audio enters data/: hardlink (falls back to copy) or copy
+    crop: str = "centre"                         # longer clips: keep the centre ("start": the beginning)
 
 
 class AuditParams(BaseModel):
@@ -76,6 +110,7 @@ class Settings(BaseSettings):
     root: Path = Path(".")
     seed: int = 2022
     demo: DemoParams = Field(default_factory=DemoParams)
+    ingest: IngestParams = Field(default_factory=IngestParams)
     audit: AuditParams = Field(default_factory=AuditParams)
     train: TrainParams = Field(default_factory=TrainParams)
     registry: RegistryParams = Field(default_factory=RegistryParams)
@@ -124,6 +159,11 @@ class Settings(BaseSettings):
     @property
     def artifacts_dir(self) -> Path:
         return self.root / "artifacts"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Content-addressed decoded audio and front-end features (safe to delete, refilled on demand)."""
+        return self.artifacts_dir / "cache"
 
     @property
     def dashboards_dir(self) -> Path:

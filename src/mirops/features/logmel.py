@@ -62,6 +62,13 @@ class YamnetLogMel(nn.Module):
             norm=None,
         )
 
+    @staticmethod
+    def config() -> dict:
+        """Everything the output depends on: the cache key of precomputed frames."""
+        return {"frontend": "yamnet_logmel", "sample_rate": SAMPLE_RATE, "window": WINDOW_SAMPLES,
+                "hop": HOP_SAMPLES, "n_fft": N_FFT, "n_mels": N_MELS, "f_min": F_MIN, "f_max": F_MAX,
+                "log_offset": LOG_OFFSET}
+
     def forward(self, wave: Tensor) -> Tensor:
         if wave.dim() == 1:
             wave = wave.unsqueeze(0)
