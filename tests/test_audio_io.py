@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from broken_audio import tone, write_corpus
 from mirops.data.audio import AudioError, fit_length, load_audio
 from mirops.data.manifest import LabelSpec, read_manifest, write_manifest
 from mirops.data.quarantine import QUARANTINE, CheckPolicy, check_clips, quarantine_dataset, read_quarantine
+from tests.broken_audio import tone, write_corpus
 
 
 def corpus_dataset(root, seconds: float = 3.0) -> dict[str, str]:

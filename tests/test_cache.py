@@ -8,10 +8,10 @@ import shutil
 import numpy as np
 import torch
 
-from broken_audio import write_corpus
 from mirops.data.cache import ArrayCache, decoded_audio
 from mirops.features.clips import ClipLoader, frontend_frames
 from mirops.features.logmel import YamnetLogMel
+from tests.broken_audio import write_corpus
 
 
 def _fill(args) -> None:

@@ -41,7 +41,8 @@ def test_unchanged_data_keeps_its_version_and_a_change_makes_a_new_one(tmp_path)
 
 
 def snapshot(root) -> dict[str, bytes]:
-    return {str(p.relative_to(root / "data")): p.read_bytes() for p in sorted((root / "data").rglob("*")) if p.is_file()}
+    data = root / "data"
+    return {str(p.relative_to(data)): p.read_bytes() for p in sorted(data.rglob("*")) if p.is_file()}
 
 
 def test_versions_round_trip_version_change_version_checkout_first(tmp_path):

@@ -49,7 +49,7 @@ def check_data(settings: Settings, data_dir: Path | None = None):
     from rich.progress import Progress
 
     from mirops.data.audio import resample
-    from mirops.data.cache import file_digest
+    from mirops.data.cache import audio_key
     from mirops.data.quarantine import CheckPolicy, quarantine_dataset
     from mirops.features.logmel import SAMPLE_RATE
 
@@ -57,7 +57,7 @@ def check_data(settings: Settings, data_dir: Path | None = None):
     cache = _cache(settings)
 
     def keep_decoded(path: Path, wave: np.ndarray, info) -> None:
-        key = f"{file_digest(path)}-{SAMPLE_RATE}"
+        key = audio_key(path, SAMPLE_RATE)
         if cache.get("audio", key) is None:
             cache.put("audio", key, np.ascontiguousarray(resample(wave, info.sample_rate, SAMPLE_RATE),
                                                          dtype=np.float32))

@@ -59,7 +59,8 @@ class ClipInfo:
     format: str
 
 
-def _check_file(path: Path) -> None:
+def check_path(path: Path) -> None:
+    """AudioError unless `path` is a readable, non-empty file with an audio extension."""
     if not path.exists():
         raise AudioError(path, "missing_file")
     if not path.is_file():
@@ -75,7 +76,7 @@ def _check_file(path: Path) -> None:
 def decode(path: Path | str) -> tuple[np.ndarray, ClipInfo]:
     """[frames, channels] float32 at the file's own rate, or AudioError saying why not."""
     path = Path(path)
-    _check_file(path)
+    check_path(path)
     try:
         with sf.SoundFile(str(path)) as f:
             info = ClipInfo(f.samplerate, f.channels, f.frames / f.samplerate if f.samplerate else 0.0, f.format)

@@ -82,7 +82,11 @@ class ArrayCache:
         return value
 
 
+def audio_key(path: Path, sample_rate: int) -> str:
+    """The file's content, its extension (the same bytes behind a wrong extension must still fail) and the rate."""
+    return f"{file_digest(path)}{Path(path).suffix.lower()}-{sample_rate}"
+
+
 def decoded_audio(cache: ArrayCache, path: Path, sample_rate: int, load: Callable[[], np.ndarray]) -> np.ndarray:
     """Mono audio at `sample_rate` (uncropped), decoded once per file content and rate."""
-    key = f"{file_digest(path)}-{sample_rate}"
-    return cache.get_or_compute("audio", key, load)
+    return cache.get_or_compute("audio", audio_key(path, sample_rate), load)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mirops.data.audio import AudioError, fit_length, load_audio
+from mirops.data.audio import AudioError, check_path, fit_length, load_audio
 from mirops.data.cache import ArrayCache, config_digest, decoded_audio, file_digest
 
 
@@ -46,7 +46,8 @@ class ClipLoader:
 
     def key(self, rel_path: str, *config: dict) -> str:
         """Cache key of a value derived from this clip: its audio bytes plus everything the value depends on."""
-        return f"{file_digest(self.folder / rel_path)}-{config_digest({'load': self.config(), 'more': config})}"
+        path = self.folder / rel_path
+        return f"{file_digest(path)}{path.suffix.lower()}-{config_digest({'load': self.config(), 'more': config})}"
 
 
 @dataclass
@@ -73,6 +74,7 @@ def per_clip(
     out = ClipResults()
     for rel in paths:
         try:
+            check_path(loader.folder / rel)  # before hashing: a folder or missing file has no content key
             if loader.cache is None:
                 value = compute(loader.wave(rel))
             else:
@@ -80,8 +82,6 @@ def per_clip(
                                                     lambda rel=rel: compute(loader.wave(rel)))
         except AudioError as exc:
             out.failed[rel] = exc
-        except FileNotFoundError as exc:
-            out.failed[rel] = AudioError(loader.folder / rel, "missing_file", str(exc))
         else:
             out.paths.append(rel)
             out.arrays.append(value)
