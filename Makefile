@@ -46,7 +46,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: setup
-	$(BIN)/python benchmarks/train_step.py
+	@set -e; for script in benchmarks/*.py; do echo "# $$script" >&2; $(BIN)/python $$script; done
 
 ui: $(STAMP)
 	@echo "MLflow UI:    http://127.0.0.1:5000" >&2

@@ -8,6 +8,7 @@ prefect-dask: a LocalCluster by default, or the scheduler at `dask_address` (the
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from prefect import flow, task, unmapped
@@ -17,7 +18,7 @@ from rich.progress import Progress
 
 from mirops import steps
 from mirops.config import Settings
-from mirops.data.manifest import read_manifest
+from mirops.data.manifest import atomic_write_bytes, read_manifest
 
 TASK_RUNNERS = ("thread", "dask")
 
@@ -60,9 +61,21 @@ def precompute(root: str = ".", overrides: dict[str, Any] | None = None, chunk_s
             totals["ok"] += done["ok"]
             totals["failed"].update(done["failed"])
             bar.advance(progress, done["clips"])
+    totals["dataset_version"] = _version_or_none(settings)
+    totals["frontend"] = {"clip_seconds": settings.train.clip_seconds, "crop": settings.ingest.crop}
+    # The cache is keyed by content (shared across versions); this record ties the features to the version.
+    record = settings.artifacts_dir / "precompute" / f"{totals['dataset_version'] or 'unversioned'}.json"
+    atomic_write_bytes(record, (json.dumps(totals, indent=2) + "\n").encode())
     steps.console.print(f"[bold]precompute[/] {totals['ok']}/{totals['clips']} clips in {len(chunks)} chunks"
-                        + (f", {len(totals['failed'])} unusable" if totals["failed"] else ""))
+                        + (f", {len(totals['failed'])} unusable" if totals["failed"] else "") + f" → {record}")
     return totals
+
+
+def _version_or_none(settings: Settings) -> str | None:
+    try:
+        return steps.current_version(settings)
+    except FileNotFoundError:
+        return None
 
 
 def run_precompute(root: str, overrides: dict[str, Any] | None = None, task_runner: str = "thread",

@@ -54,9 +54,9 @@ def test_bad_input_gets_a_clear_error_and_exit_code(tmp_path):
 
     (root / "data").mkdir()
     (root / "data" / "labels.json").write_text("{not json")
-    mirops(root, "data", "version")
-    done = mirops(root, "audit", check=False)
+    done = mirops(root, "data", "version", check=False)  # the check before versioning reads the dataset
     assert done.returncode == 2 and "labels.json: not valid JSON" in done.stderr
+    assert not (root / "data.dvc").exists()
 
 
 @needs_soundfonts
@@ -89,3 +89,23 @@ def test_dvc_repro_runs_the_stages_through_the_cli(tmp_path):
     assert second["version"] == "2" and second["run_id"] != first_run
     assert "champion v1" in second["decision"]  # compared with the old champion, re-tested on this data
     assert second["dataset_version"] != registration["dataset_version"]
+
+
+def test_version_versions_checkout_through_the_cli_with_the_quarantine_counted(tmp_path):
+    from tests.test_audio_io import corpus_dataset
+
+    root = make_project(tmp_path / "v")
+    expected = corpus_dataset(root / "data")
+    n_bad = sum(r != "ok" for r in expected.values())
+    first = json.loads(mirops(root, "data", "version", "-m", "corpus as downloaded", "--json").stdout)
+    assert (root / "data" / "quarantine.parquet").exists()
+    (root / "data" / "audio" / "good.wav").unlink()  # a user edit; the manifest now names a missing file
+    second = json.loads(mirops(root, "data", "version", "-m", "lost one", "--json").stdout)
+    listed = json.loads(mirops(root, "data", "versions", "--json").stdout)["versions"]
+    assert [(v["version"], v["message"], v["quarantined"]) for v in listed] == [
+        (first["dataset_version"], "corpus as downloaded", n_bad),
+        (second["dataset_version"], "lost one", n_bad + 1)]
+    done = mirops(root, "data", "checkout", first["dataset_version"][:8])
+    assert "is now version" in done.stderr and (root / "data" / "audio" / "good.wav").exists()
+    missing = mirops(root, "data", "checkout", "ffffffff", check=False)
+    assert missing.returncode == 2 and "no dataset version starts with 'ffffffff'" in missing.stderr
