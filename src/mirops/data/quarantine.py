@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mirops.data.audio import AudioError, ClipInfo, check_samples, decode, to_mono
+from mirops.data.audio import AudioError, ClipInfo, check_path, check_samples, decode, to_mono
 from mirops.data.manifest import read_manifest, write_manifest
 
 QUARANTINE = "quarantine.parquet"
@@ -42,15 +42,24 @@ class CheckedClip:
 
 
 def check_file(path: Path, expected_seconds: float | None, policy: CheckPolicy,
-               on_wave: Callable[[Path, np.ndarray, ClipInfo], None] | None = None) -> ClipInfo:
+               on_wave: Callable[[Path, np.ndarray, ClipInfo], None] | None = None,
+               known: Callable[[Path], float | None] | None = None) -> ClipInfo | None:
     """Decode and check one file; AudioError when it belongs in quarantine.
 
     `on_wave(path, mono_wave, info)` sees the decoded mono samples (e.g. to fill the audio cache).
+    `known(path)` gives the duration of content that passed a check before (e.g. its audio is cached):
+    then only the length is checked again, nothing is decoded, and None is returned for the info.
     """
-    raw, info = decode(path)
     floor = policy.min_seconds
     if expected_seconds and expected_seconds > 0:
         floor = max(floor, policy.short_fraction * expected_seconds)
+    check_path(path)
+    seconds = known(path) if known is not None else None
+    if seconds is not None:
+        if seconds < floor:
+            raise AudioError(path, "too_short", f"{seconds:.2f} s, expected at least {floor:.2f} s")
+        return None
+    raw, info = decode(path)
     check_samples(path, raw, info.sample_rate, floor)
     if on_wave is not None:
         on_wave(path, to_mono(raw), info)
@@ -65,8 +74,12 @@ def check_clips(
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     on_wave: Callable | None = None,
+    known: Callable[[Path], float | None] | None = None,
 ) -> list[CheckedClip]:
-    """One CheckedClip per row of `clips` (columns clip_id, path), in order; never raises for a bad file."""
+    """One CheckedClip per row of `clips` (columns clip_id, path), in order; never raises for a bad file.
+
+    With `known` (see `check_file`) a good clip's `info` may be None: it passed before and was not decoded.
+    """
     policy = policy or CheckPolicy()
     data_dir = Path(data_dir)
     expected = list(expected_seconds) if expected_seconds is not None else [None] * len(clips)
@@ -74,7 +87,7 @@ def check_clips(
     def one(args: tuple[str, str, float | None]) -> CheckedClip:
         clip_id, path, seconds = args
         try:
-            info = check_file(data_dir / path, seconds, policy, on_wave)
+            info = check_file(data_dir / path, seconds, policy, on_wave, known)
             return CheckedClip(clip_id, info)
         except AudioError as exc:
             return CheckedClip(clip_id, None, exc.reason, exc.detail)
@@ -92,7 +105,7 @@ def check_clips(
 
 def quarantine_rows(clips: pd.DataFrame, checked: list[CheckedClip]) -> pd.DataFrame:
     """The quarantine table for the failed entries of `checked` (rows of `clips` in the same order)."""
-    bad = [i for i, c in enumerate(checked) if c.reason]
+    bad = [i for i, c in enumerate(checked) if c.reason is not None]
     rows = clips.iloc[bad]
     out = pd.DataFrame({
         "clip_id": rows["clip_id"].astype(str).to_numpy(),
@@ -142,8 +155,8 @@ class QuarantineReport:
 
 
 def quarantine_dataset(data_dir: Path, policy: CheckPolicy | None = None, workers: int | None = None,
-                       on_wave: Callable | None = None, progress: Callable[[int], None] | None = None
-                       ) -> QuarantineReport:
+                       on_wave: Callable | None = None, progress: Callable[[int], None] | None = None,
+                       known: Callable[[Path], float | None] | None = None) -> QuarantineReport:
     """Check every clip of the dataset in `data_dir`; move the bad ones from the manifest to the quarantine.
 
     The quarantine is written first, then the manifest, each atomically: an interruption leaves at
@@ -151,7 +164,7 @@ def quarantine_dataset(data_dir: Path, policy: CheckPolicy | None = None, worker
     """
     data_dir = Path(data_dir)
     df, spec = read_manifest(data_dir)
-    checked = check_clips(data_dir, df, policy, df["duration_s"].tolist(), workers, progress, on_wave)
+    checked = check_clips(data_dir, df, policy, df["duration_s"].tolist(), workers, progress, on_wave, known)
     new = quarantine_rows(df, checked)
     old = read_quarantine(data_dir)
     table = pd.concat([old[~old["clip_id"].isin(new["clip_id"])], new], ignore_index=True) if len(old) else new

@@ -20,10 +20,12 @@ import numpy as np
 import pandas as pd
 
 from mirops.config import IngestParams
+from mirops.data.cache import ArrayCache, audio_filler
 from mirops.data.manifest import SPLITS, LabelSpec, ManifestError, validate, write_manifest
 from mirops.data.quarantine import CheckPolicy, check_clips, quarantine_rows, reason_counts, write_quarantine
 from mirops.data.staging import staged_dir
 
+CACHE_RATE = 16000  # the backbones' rate: decoded audio is cached at it
 AUDIO_DIR = "audio"  # every importer puts audio under data/audio/, keeping the source's own layout below it
 SEPARATORS = ("\t", ",", ";")
 MISSING_TOKENS = {"", "nan", "na", "n/a", "none", "null"}
@@ -262,14 +264,18 @@ def progress_bar(total: int, description: str, enabled: bool) -> Iterator[Callab
 
 
 def finalise(table: ImportTable, out: Path, ingest: IngestParams, overwrite: bool = False,
-             show_progress: bool = False, table_seconds: float = 0.0) -> ImportSummary:
-    """Check every clip, bring the good ones into `out`, write manifest, labels and quarantine (atomically)."""
+             show_progress: bool = False, table_seconds: float = 0.0, cache: ArrayCache | None = None
+             ) -> ImportSummary:
+    """Check every clip, bring the good ones into `out`, write manifest, labels and quarantine (atomically).
+
+    With `cache`, the decoded audio is kept (16 kHz): the version check and training do not decode it again.
+    """
     started = time.perf_counter()
     if ingest.link not in LINK_MODES:
         raise ValueError(f"ingest.link={ingest.link!r}: expected one of {LINK_MODES}")
     frame = table.frame.reset_index(drop=True)
     with staged_dir(out, overwrite) as staged:
-        checked = _check_audio(table, frame, ingest, show_progress)
+        checked = _check_audio(table, frame, ingest, show_progress, cache)
         good = np.array([c.info is not None for c in checked], dtype=bool)
         if not good.any():
             raise ValueError(f"{table.source} import: none of the {len(frame)} clips is usable "
@@ -290,13 +296,14 @@ def finalise(table: ImportTable, out: Path, ingest: IngestParams, overwrite: boo
     )
 
 
-def _check_audio(table: ImportTable, frame: pd.DataFrame, ingest: IngestParams, show_progress: bool) -> list:
+def _check_audio(table: ImportTable, frame: pd.DataFrame, ingest: IngestParams, show_progress: bool,
+                 cache: ArrayCache | None) -> list:
     """Decode every source file (threads); a clip under `short_fraction` of the source's length is too short."""
     sources = pd.DataFrame({"clip_id": frame["clip_id"], "path": table.sources})
     policy = CheckPolicy(ingest.min_seconds, ingest.short_fraction)
     with progress_bar(len(frame), f"checking {table.source} audio", show_progress) as advance:
         return check_clips(table.root, sources, policy, [table.expected_seconds] * len(frame), ingest.workers,
-                           advance)
+                           advance, audio_filler(cache, CACHE_RATE) if cache is not None else None)
 
 
 def _bring_in_all(table: ImportTable, frame: pd.DataFrame, rows: np.ndarray, staged: Path, link: str,

@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 
 from mirops.config import Settings
+from mirops.data.cache import ArrayCache
 from mirops.data.importers.common import (
     AUDIO_DIR,
     ImportSummary,
@@ -147,5 +148,5 @@ def import_folder(root: Path, labels_csv: Path, out: Path, settings: Settings, c
     ingest = settings.ingest
     table, seconds = timed(lambda: folder_table(root, labels_csv, ingest.split, ingest.valid_fraction, settings.seed,
                                                 classes, threshold, group_by))
-    return finalise(table, Path(out), ingest, overwrite, show_progress, seconds)
+    return finalise(table, Path(out), ingest, overwrite, show_progress, seconds, ArrayCache(settings.cache_dir))
 

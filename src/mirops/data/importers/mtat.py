@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from mirops.config import Settings
+from mirops.data.cache import ArrayCache
 from mirops.data.importers.common import (
     AUDIO_DIR,
     ImportSummary,
@@ -213,4 +214,5 @@ def import_mtat(root: Path, out: Path, settings: Settings, split: str = "cleaned
     """Build `out` (manifest, labels, quarantine, audio/) from a MagnaTagATune download."""
     check_target(Path(out), overwrite)
     table, seconds = timed(lambda: mtat_table(root, split, n_tags, split_dir))
-    return finalise(table, Path(out), settings.ingest, overwrite, show_progress, seconds)
+    return finalise(table, Path(out), settings.ingest, overwrite, show_progress, seconds,
+                    ArrayCache(settings.cache_dir))

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from mirops.config import Settings
+from mirops.data.cache import ArrayCache
 from mirops.data.importers.common import (
     AUDIO_DIR,
     ImportSummary,
@@ -168,4 +169,5 @@ def import_openmic(root: Path, out: Path, settings: Settings, overwrite: bool = 
     """Build `out` (manifest, labels, quarantine, audio/) from an OpenMIC-2018 download."""
     check_target(Path(out), overwrite)  # fail before minutes of decoding, not after
     table, seconds = timed(lambda: openmic_table(root, settings.ingest.valid_fraction, settings.seed))
-    return finalise(table, Path(out), settings.ingest, overwrite, show_progress, seconds)
+    return finalise(table, Path(out), settings.ingest, overwrite, show_progress, seconds,
+                    ArrayCache(settings.cache_dir))
