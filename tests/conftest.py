@@ -25,12 +25,14 @@ TINY = {
 
 
 def soundfonts_available() -> bool:
-    return all(Path("/usr/share/sounds/sf2", f).exists() for f in ("FluidR3_GM.sf2", "TimGM6mb.sf2"))
+    return all(Path("/usr/share/sounds/sf2", f).exists() for f in ("FluidR3_GM.sf2", "TimGM6mb.sf2")) and Path(
+        "/usr/share/sounds/sf3/MuseScore_General_Lite.sf3").exists()
 
 
 needs_soundfonts = pytest.mark.skipif(
     not soundfonts_available(),
-    reason="Debian SoundFonts missing (make setup installs fluid-soundfont-gm and timgm6mb-soundfont)",
+    reason="Debian SoundFonts missing (make setup installs fluid-soundfont-gm, timgm6mb-soundfont and "
+    "musescore-general-soundfont-small)",
 )
 
 

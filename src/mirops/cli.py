@@ -47,7 +47,35 @@ def _emit(args: argparse.Namespace, payload: Any) -> None:
 def cmd_data_demo(args):
     from mirops import steps
 
-    _emit(args, steps.demo(_settings(args), overwrite=args.overwrite))
+    out = Path(args.out) if args.out else None
+    _emit(args, steps.demo(_settings(args), overwrite=args.overwrite, variant=args.variant, out=out))
+
+
+def cmd_data_import(args):
+    from rich.console import Console
+
+    from mirops.data import importers
+
+    settings = _settings(args)
+    out = Path(args.out) if args.out else settings.data_dir
+    common = {"out": out, "settings": settings, "overwrite": args.overwrite, "show_progress": not args.json}
+    if args.source == "openmic":
+        summary = importers.import_openmic(Path(args.source_root), **common)
+    elif args.source == "mtat":
+        summary = importers.import_mtat(Path(args.source_root), split=args.split, n_tags=args.top_tags,
+                                        split_dir=Path(args.split_dir) if args.split_dir else None, **common)
+    else:
+        classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+        summary = importers.import_folder(Path(args.source_root), Path(args.labels), classes=classes,
+                                          threshold=args.threshold, group_by=args.group_by, **common)
+    console = Console(stderr=True)
+    console.print(f"[bold]imported[/] {summary.line()}")
+    if summary.quarantined:
+        console.print(f"  quarantine: {Path(summary.data_dir) / 'quarantine.parquet'} (clip, reason, source path)")
+    if summary.excluded:
+        console.print(f"  left out before audio: {summary.excluded}")
+    console.print("  next: `mirops data version -m 'import ...'` to version it")
+    _emit(args, summary)
 
 
 def cmd_data_version(args):
@@ -196,7 +224,37 @@ def build_parser() -> argparse.ArgumentParser:
         dest="data_cmd", required=True), common)
     demo = data.add_parser("demo", help="render the OpenMIC-style demo dataset into data/ (and production/)")
     demo.add_argument("--overwrite", action="store_true", help="replace an existing data/")
+    demo.add_argument("--variant", choices=["instruments", "tagging"], default=None,
+                      help="instruments: OpenMIC-style 10 s clips (+ production/); tagging: 30 s clips tagged with "
+                      "instruments, tempo and style, MagnaTagATune-style, no production batch (default: demo.variant)")
+    demo.add_argument("--out", help="dataset folder to build (default: data/ under --root; the instruments "
+                      "variant's production batch goes beside it as OUT-production)")
     demo.set_defaults(func=cmd_data_demo)
+    imp = _LeafParsers(data.add_parser("import", group=True, help="build data/ from a download or a folder + CSV")
+                       .add_subparsers(dest="source", required=True), common)
+    for name, text in (("openmic", "OpenMIC-2018 (labels CSV, class-map.json, partitions/, audio/)"),
+                       ("mtat", "MagnaTagATune (annotations_final.csv and the mp3 folders 0/ … f/)"),
+                       ("folder", "a folder of audio plus a CSV: path, one column per class, optional split/group")):
+        carve = "" if name == "mtat" else " Valid is carved from train by group: --set ingest.valid_fraction=0.15" \
+            " --set seed=2022."
+        p = imp.add_parser(name, help=text, description=f"{text}.{carve} Audio enters data/ by ingest.link "
+                           "(hardlink|copy); unusable clips go to quarantine.parquet.")
+        p.add_argument("source_root", metavar="ROOT", help="the download / audio folder")
+        p.add_argument("--out", help="dataset folder to build (default: data/ under --root)")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
+        p.set_defaults(func=cmd_data_import)
+        if name == "mtat":
+            p.add_argument("--split", choices=["cleaned", "directory"], default="cleaned",
+                           help="cleaned: the published 15,244/1,529/4,332 lists; directory: 0-b/c/d-f")
+            p.add_argument("--split-dir", help="folder with train.npy/valid.npy/test.npy (or *_list_pub.cP, "
+                           "*.tsv); default: looked for in ROOT, ROOT/split, ROOT/split/mtat, ROOT/MTAT_split")
+            p.add_argument("--top-tags", type=int, default=50, help="keep the N most frequent tags (default 50)")
+        if name == "folder":
+            p.add_argument("--labels", required=True, help="the label CSV (paths in it are relative to ROOT)")
+            p.add_argument("--classes", help="comma-separated class list the CSV must match exactly")
+            p.add_argument("--threshold", type=float, default=0.5, help="positive threshold for labels.json")
+            p.add_argument("--group-by", choices=["file", "folder"], default="file",
+                           help="without a group column: each file its own group, or its parent folder")
     ver = data.add_parser("version", help="check the audio, dvc add data/, push, commit data.dvc (in git); "
                                            "prints the version id")
     ver.add_argument("-m", "--message", default="", help="what changed in this version")
@@ -258,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
     except (AuditFailed, AuditNotPassed) as exc:  # the data is the problem: say so, no traceback
         print(f"mirops: {exc}", file=sys.stderr)
         raise SystemExit(1) from exc
-    except (FileNotFoundError, LookupError, ValueError) as exc:
+    except (FileNotFoundError, FileExistsError, LookupError, ValueError) as exc:
         print(f"mirops: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
 

@@ -24,11 +24,11 @@ class DemoParams(BaseModel):
     """The demo dataset (`mirops data demo`, src/mirops/data/demo.py)."""
 
     variant: str = Field("instruments", pattern="^(instruments|tagging)$")  # tagging: 30 s clips, MTAT-style tags
-    clips: int = 240               # labelled clips of the instruments variant
+    clips: int = 200               # labelled clips of the instruments variant
     production_clips: int = 40     # the production batch (instruments variant), through production_soundfont
     clip_seconds: float = 10.0
     sample_rate: int = 16000
-    groups: int = 48               # recording sessions; a group never straddles splits
+    groups: int = 40               # recording sessions; a group never straddles splits
     missing_fraction: float = Field(0.4, ge=0.0, lt=1.0)  # (clip, class) pairs left unannotated (instruments)
     classes: list[str] = Field(default_factory=lambda: list(DEMO_CLASSES))
     max_instruments: int = Field(4, ge=1)
@@ -45,9 +45,10 @@ class DemoParams(BaseModel):
     require_real_drums: bool = False               # fail, rather than fall back, without hydrogen-drumkits
     split: dict[str, float] = Field(default_factory=lambda: {"train": 0.6, "valid": 0.2, "test": 0.2})
     tagging_clips: int = 120
-    tagging_groups: int = 30       # artists: one style, SoundFont and drum kit each
+    tagging_groups: int = 24       # artists: one style, SoundFont and drum kit each
     tagging_clip_seconds: float = 30.0
-    styles: list[str] = Field(default_factory=lambda: ["classical", "electronic", "rock", "jazz", "folk"])
+    styles: list[str] = Field(  # tagging presets (mirops.data.scores.STYLES), most common first
+        default_factory=lambda: ["classical", "electronic", "rock", "jazz", "folk"])
 
     @field_validator("soundfonts", mode="before")
     @classmethod

@@ -3,12 +3,16 @@
 Pure functions of a seeded numpy Generator and a `Song` (key, tempo, progression); they return note
 events in seconds. Every part plays from the first bar to the end, so an instrument in a clip's set
 is audible throughout it and its label is exact.
+
+Styles (`STYLES`) are generation presets for the tagging variant: which instruments play, with which
+GM programs and drum kits, at which tempi, to which groove. A style tag is true of the audio because
+the audio was generated from the preset; tempo tags (`tempo_tag`) follow from the generated tempo.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,6 +30,7 @@ KICK, SIDE_STICK, SNARE, SNARE_2 = 36, 37, 38, 40
 TOMS = (41, 43, 45, 47, 48, 50)
 CLOSED_HAT, PEDAL_HAT, OPEN_HAT = 42, 44, 46
 CRASH, RIDE, RIDE_BELL, SPLASH = 49, 51, 53, 55
+CHINA, CRASH_2, RIDE_2 = 52, 57, 59
 
 TIMING_JITTER_S = 0.006  # a few ms: played by people, not a grid
 
@@ -129,9 +134,15 @@ def _register(rng: np.random.Generator, low: int, high: int, width: int) -> tupl
 # -- pitched parts -------------------------------------------------------------------------------------
 
 
-def chord_part(rng: np.random.Generator, song: Song, low: int, high: int) -> list[Note]:
-    """Block chords, rhythmic comping or arpeggios, one chord per bar, voiced inside a one-octave window."""
-    style = ("block", "comp", "arpeggio")[int(rng.integers(3))]
+CHORD_PATTERNS = ("block", "comp", "arpeggio")
+BASS_PATTERNS = ("roots", "root_fifth", "eighths", "walking")
+
+
+def chord_part(
+    rng: np.random.Generator, song: Song, low: int, high: int, patterns: tuple[str, ...] = CHORD_PATTERNS
+) -> list[Note]:
+    """Block chords, rhythmic comping or arpeggios (one of `patterns`), one chord per bar, in a one-octave window."""
+    style = patterns[int(rng.integers(len(patterns)))]
     lo, hi = _register(rng, low, high, 13)
     velocity = float(rng.integers(60, 100))
     comp_rhythm = ((0, 1.5, 2.5), (0, 1, 2, 3), (0, 0.5, 2, 2.5), (0.5, 1.5, 2.5, 3.5))[int(rng.integers(4))]
@@ -180,9 +191,11 @@ def melody_part(rng: np.random.Generator, song: Song, low: int, high: int) -> li
     return _playable(notes, song)
 
 
-def bass_part(rng: np.random.Generator, song: Song, low: int, high: int) -> list[Note]:
-    """Roots, root-fifth, driving eighths or a walking line, in the lowest octave and a half of the range."""
-    style = ("roots", "root_fifth", "eighths", "walking")[int(rng.integers(4))]
+def bass_part(
+    rng: np.random.Generator, song: Song, low: int, high: int, patterns: tuple[str, ...] = BASS_PATTERNS
+) -> list[Note]:
+    """Roots, root-fifth, driving eighths or a walking line (one of `patterns`), in the lowest octave and a half."""
+    style = patterns[int(rng.integers(len(patterns)))]
     lo, hi = low, min(high, low + 18)
     velocity = float(rng.integers(75, 110))
     notes: list[Note] = []
@@ -253,12 +266,86 @@ def cymbal_part(rng: np.random.Generator, song: Song, low: int = 0, high: int = 
     return _playable(notes, song)
 
 
-def drum_kit_part(rng: np.random.Generator, song: Song, low: int = 0, high: int = 127) -> list[Note]:
-    """A full kit (skins and cymbals): the 'drums' part when 'cymbals' is not a class of its own."""
-    return sorted(drum_part(rng, song) + cymbal_part(rng, song))
+def four_on_floor_drums(rng: np.random.Generator, song: Song, low: int = 0, high: int = 127) -> list[Note]:
+    """Dance music: a kick on every beat, the snare on two and four, now and then a kick pickup."""
+    snare = SNARE if rng.random() < 0.5 else SNARE_2
+    pickup = rng.random() < 0.5
+    velocity = float(rng.integers(95, 120))
+    notes: list[Note] = []
+    for bar in range(song.n_bars):
+        for beat in range(song.beats_per_bar):
+            notes.append(_note(rng, song.time(bar, beat), 0.2, KICK, velocity))
+        for beat in (1, 3):
+            notes.append(_note(rng, song.time(bar, beat), 0.2, snare, velocity * 0.9))
+        if pickup and bar % 4 == 3:
+            notes.append(_note(rng, song.time(bar, 3.5), 0.2, KICK, velocity * 0.8))
+    return _playable(notes, song)
+
+
+def four_on_floor_cymbals(rng: np.random.Generator, song: Song, low: int = 0, high: int = 127) -> list[Note]:
+    """Dance music: an open hat on every off-beat over closed sixteenths, a crash every four bars."""
+    sixteenths = rng.random() < 0.6
+    velocity = float(rng.integers(70, 100))
+    notes: list[Note] = []
+    for bar in range(song.n_bars):
+        if bar % 4 == 0:
+            notes.append(_note(rng, song.time(bar, 0), 1.5, CRASH, 110))
+        for beat in range(song.beats_per_bar):
+            notes.append(_note(rng, song.time(bar, beat + 0.5), 0.2, OPEN_HAT, velocity))
+            if sixteenths:
+                for quarter in (0.25, 0.75):
+                    notes.append(_note(rng, song.time(bar, beat + quarter), 0.05, CLOSED_HAT, velocity * 0.6))
+    return _playable(notes, song)
+
+
+SWING = 2 / 3  # the off-beat eighth of a swing feel falls on the last triplet of the beat
+
+
+def swing_drums(rng: np.random.Generator, song: Song, low: int = 0, high: int = 127) -> list[Note]:
+    """Jazz: a feathered kick on every beat and snare comping on swung off-beats."""
+    velocity = float(rng.integers(70, 95))
+    notes: list[Note] = []
+    for bar in range(song.n_bars):
+        for beat in range(song.beats_per_bar):
+            notes.append(_note(rng, song.time(bar, beat), 0.2, KICK, velocity * 0.6))
+        comps = rng.choice(song.beats_per_bar, size=int(rng.integers(2, 4)), replace=False)
+        for beat in sorted(comps):
+            notes.append(_note(rng, song.time(bar, beat + SWING), 0.1, SNARE, velocity))
+    return _playable(notes, song)
+
+
+def swing_cymbals(rng: np.random.Generator, song: Song, low: int = 0, high: int = 127) -> list[Note]:
+    """Jazz: the ride's "ding, ding-a ding" with the hi-hat foot on two and four."""
+    ride = RIDE if rng.random() < 0.8 else RIDE_2
+    velocity = float(rng.integers(70, 100))
+    notes: list[Note] = []
+    for bar in range(song.n_bars):
+        for beat in range(song.beats_per_bar):
+            notes.append(_note(rng, song.time(bar, beat), 0.3, ride, velocity))
+            if beat % 2 == 1:
+                notes.append(_note(rng, song.time(bar, beat + SWING), 0.2, ride, velocity * 0.7))
+                notes.append(_note(rng, song.time(bar, beat), 0.1, PEDAL_HAT, velocity * 0.8))
+    return _playable(notes, song)
 
 
 PartFn = Callable[[np.random.Generator, Song, int, int], list[Note]]
+
+# A groove is the pair of drum-channel parts a style plays: (skins, cymbals), kept apart so that a
+# 'drums' label never implies 'cymbals'.
+GROOVES: dict[str, tuple[PartFn, PartFn]] = {
+    "backbeat": (drum_part, cymbal_part),
+    "four_on_floor": (four_on_floor_drums, four_on_floor_cymbals),
+    "swing": (swing_drums, swing_cymbals),
+}
+
+
+def drum_kit_part(
+    rng: np.random.Generator, song: Song, low: int = 0, high: int = 127, groove: str = "backbeat"
+) -> list[Note]:
+    """A full kit (skins and cymbals): the 'drums' part when 'cymbals' is not a class of its own."""
+    skins, cymbals = GROOVES[groove]
+    return sorted(skins(rng, song, low, high) + cymbals(rng, song, low, high))
+
 
 PARTS: dict[str, PartFn] = {
     "chords": chord_part,
@@ -269,8 +356,127 @@ PARTS: dict[str, PartFn] = {
 }
 
 
-def part_for(role: str, rng: np.random.Generator, song: Song, low: int, high: int) -> list[Note]:
-    """The notes of one instrument playing `role` in `song`, within the MIDI keys [low, high]."""
+def part_for(
+    role: str, rng: np.random.Generator, song: Song, low: int, high: int, style: Style | None = None
+) -> list[Note]:
+    """The notes of one instrument playing `role` in `song`, within the MIDI keys [low, high]; a `style`
+    picks the groove of the drum channel and the chord and bass patterns."""
     if role not in PARTS:
         raise ValueError(f"unknown role {role!r}; expected one of {sorted(PARTS)}")
-    return PARTS[role](rng, song, low, high)
+    if style is None:
+        return PARTS[role](rng, song, low, high)
+    if role in ("drums", "cymbals"):
+        return GROOVES[style.groove][role == "cymbals"](rng, song, low, high)
+    if role == "chords":
+        return chord_part(rng, song, low, high, style.chord_patterns)
+    if role == "bass":
+        return bass_part(rng, song, low, high, style.bass_patterns)
+    return melody_part(rng, song, low, high)
+
+
+# -- styles and tempo tags (the tagging variant) -------------------------------------------------------
+
+# Tempo tags by beats per minute: [low, high). Tempi are drawn inside one band, so the tag is exact.
+TEMPO_BANDS: dict[str, tuple[int, int]] = {"slow": (60, 90), "medium": (90, 130), "fast": (130, 170)}
+TEMPO_TAGS = tuple(TEMPO_BANDS)
+
+
+def tempo_tag(bpm: float) -> str:
+    for tag, (low, high) in TEMPO_BANDS.items():
+        if low <= bpm < high:
+            return tag
+    raise ValueError(f"tempo {bpm} BPM is outside the tagged bands {TEMPO_BANDS}")
+
+
+def tempo_in(rng: np.random.Generator, tag: str) -> float:
+    """A whole-number tempo inside the band of `tag`."""
+    low, high = TEMPO_BANDS[tag]
+    return float(rng.integers(low, high))
+
+
+@dataclass(frozen=True)
+class Style:
+    """A generation preset: what a style's clips play, so that its tag is true of the audio.
+
+    `core` instruments play in every clip of the style, `extras` (most likely first) fill the rest;
+    `programs` narrows the GM programs of an instrument class (e.g. distorted guitars for rock) and
+    `kits` the bank-128 drum kits. Instruments are OpenMIC class names (see gm.py)."""
+
+    name: str
+    core: tuple[str, ...]
+    extras: tuple[str, ...]
+    tempo_weights: dict[str, float]  # tempo tag -> relative frequency (0: never)
+    groove: str  # key of GROOVES: the drum channel's pattern
+    chord_patterns: tuple[str, ...] = CHORD_PATTERNS
+    bass_patterns: tuple[str, ...] = BASS_PATTERNS
+    programs: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    kits: tuple[int, ...] = (0,)
+    acoustic_drums: bool = True  # may play the real (acoustic) one-shots of a hydrogen kit
+
+    @property
+    def instruments(self) -> tuple[str, ...]:
+        return self.core + self.extras
+
+
+STYLES: dict[str, Style] = {
+    s.name: s
+    for s in (
+        Style(
+            "classical",
+            core=(),
+            extras=("violin", "piano", "cello", "flute", "clarinet", "trumpet", "organ", "trombone", "voice",
+                    "mallet_percussion"),
+            tempo_weights={"slow": 0.5, "medium": 0.4, "fast": 0.1},
+            groove="backbeat",  # unused: no drums in the palette
+            chord_patterns=("block", "arpeggio"),
+            bass_patterns=("roots", "root_fifth"),
+            programs={"piano": (0,), "organ": (19,), "voice": (52,), "mallet_percussion": (9, 12, 13)},
+        ),
+        Style(
+            "electronic",
+            core=("synthesizer", "drums"),
+            extras=("bass", "cymbals", "piano", "voice"),
+            tempo_weights={"slow": 0.0, "medium": 0.4, "fast": 0.6},
+            groove="four_on_floor",
+            chord_patterns=("comp", "arpeggio"),
+            bass_patterns=("eighths", "roots"),
+            programs={"bass": (38, 39), "piano": (4, 5)},
+            kits=(24, 25),  # the electronic and TR-808 kits: drum machines, never acoustic one-shots
+            acoustic_drums=False,
+        ),
+        Style(
+            "rock",
+            core=("guitar", "drums", "bass"),
+            extras=("voice", "cymbals", "organ", "piano", "synthesizer"),
+            tempo_weights={"slow": 0.1, "medium": 0.5, "fast": 0.4},
+            groove="backbeat",
+            chord_patterns=("block", "comp"),
+            bass_patterns=("roots", "root_fifth", "eighths"),
+            programs={"guitar": (29, 30), "bass": (33, 34), "organ": (16, 17, 18), "piano": (0, 1),
+                      "synthesizer": (80, 81, 88, 89)},
+            kits=(0, 8, 16),
+        ),
+        Style(
+            "jazz",
+            core=("bass", "cymbals"),
+            extras=("saxophone", "piano", "drums", "trumpet", "guitar", "trombone", "clarinet", "voice",
+                    "mallet_percussion"),
+            tempo_weights={"slow": 0.3, "medium": 0.4, "fast": 0.3},
+            groove="swing",
+            chord_patterns=("comp",),
+            bass_patterns=("walking",),
+            programs={"bass": (32,), "guitar": (26,), "piano": (0,), "mallet_percussion": (11,)},
+            kits=(32, 40),
+        ),
+        Style(
+            "folk",
+            core=("guitar",),
+            extras=("voice", "violin", "banjo", "accordion", "bass", "flute"),
+            tempo_weights={"slow": 0.3, "medium": 0.5, "fast": 0.2},
+            groove="backbeat",  # unused: no drums in the palette
+            chord_patterns=("comp", "arpeggio"),
+            bass_patterns=("roots", "root_fifth"),
+            programs={"guitar": (24, 25), "bass": (32,), "accordion": (21,)},
+        ),
+    )
+}
