@@ -31,9 +31,11 @@ def write_corpus(folder: Path, seconds: float = 3.0) -> dict[str, str]:
     sf.write(audio / "good.flac", good, SR)
     sf.write(audio / "good.ogg", good, SR)
     sf.write(audio / "good.mp3", good, SR, format="MP3")
+    sf.write(audio / "good.opus", good, SR, format="OGG", subtype="OPUS")
     loud = tone(seconds, 44100)
     sf.write(audio / "good_44k_stereo.ogg", np.stack([loud, 0.5 * loud], axis=1), 44100)
-    expected = {f"audio/{n}": "ok" for n in ("good.wav", "good.flac", "good.ogg", "good.mp3", "good_44k_stereo.ogg")}
+    good_files = ("good.wav", "good.flac", "good.ogg", "good.mp3", "good.opus", "good_44k_stereo.ogg")
+    expected = {f"audio/{n}": "ok" for n in good_files}
 
     def broken(name: str, reason: str) -> Path:
         expected[f"audio/{name}"] = reason

@@ -54,6 +54,7 @@ from mirops.data.scores import (
     tempo_in,
     tempo_tag,
 )
+from mirops.data.staging import swap_into_place
 from mirops.data.synth import Part, SoundFontRenderer, find_soundfont
 
 VARIANTS = ("instruments", "tagging")
@@ -716,23 +717,6 @@ def _check_targets(targets: Sequence[Path], overwrite: bool) -> None:
         )
 
 
-def _swap_into_place(tmp: Path, final: Path) -> None:
-    """Rename the finished folder over `final`; the old one is moved aside first and removed last."""
-    old = None
-    if final.exists():
-        old = Path(tempfile.mkdtemp(prefix=f"{final.name}.old-", dir=final.parent))
-        old.rmdir()
-        final.rename(old)
-    try:
-        tmp.rename(final)
-    except BaseException:
-        if old is not None:
-            old.rename(final)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def output_dirs(settings: Settings, variant: str, out: str | Path | None) -> tuple[Path, Path | None]:
     """Where the labelled data goes (`out`, default data/ under the project root) and the production
     batch: production/ beside data/, `<out>-production` beside another folder, none for tagging."""
@@ -790,7 +774,7 @@ def build_demo(
                 staged.append(Path(tempfile.mkdtemp(prefix=f"{final.name}.tmp-", dir=final.parent)))
                 write_batch(batch, staged[-1], settings, progress, drums)
         for tmp, final in zip(staged, targets, strict=True):
-            _swap_into_place(tmp, final)
+            swap_into_place(tmp, final)
     finally:
         for tmp in staged:
             shutil.rmtree(tmp, ignore_errors=True)
