@@ -1,7 +1,14 @@
 """Trainable input transforms of reprogramming: they rewrite the spectrogram before the frozen backbone.
 
-Shapes follow the reference (Chen & Lerch 2023, AR:src/models/ast_models.py): a single-channel
-spectrogram [B, 1, T, F] in, the same shape out.
+Shapes follow the reference (Chen & Lerch 2023, AR:src/models/ast_models.py, methods.md §1.4): a
+single-channel spectrogram [B, 1, T, F] in, the same shape out, and the output replaces the input.
+
+| name | what | trainable parameters |
+| --- | --- | --- |
+| `none` | identity (backbone + output mapping baseline) | 0 |
+| `noise` | one learned additive delta of the spectrogram's shape | T·F (131,072 for AST's 1024 x 128) |
+| `cnn` | two 3x3 single-channel convolutions with bias, no activation between them | 20 |
+| `unet` | the reference "unet v2" | 1,285 |
 """
 
 from __future__ import annotations
@@ -69,11 +76,60 @@ class IdentityTransform(nn.Module):
         return x
 
 
-TRANSFORMS = {"unet": UNetTransform, "none": IdentityTransform}
+class NoiseTransform(nn.Module):
+    """A universal additive perturbation: one learned delta [T, F] added to every spectrogram (AST-NRP).
+
+    Initialised to zeros (the reference left it uninitialised, bug B2; an earlier commit drew N(0, 1)):
+    training starts from the plain backbone + mapping baseline, and the delta's gradient is the input
+    gradient, which is non-zero from the first step. `init_std > 0` draws N(0, init_std²) instead.
+    Inputs of another length than T (e.g. clips of another duration at serving time) get the delta's first
+    frames when shorter and no perturbation on the frames past T when longer; the bins must match.
+    """
+
+    def __init__(self, shape: tuple[int, int], init_std: float = 0.0) -> None:
+        super().__init__()
+        frames, bins = shape
+        self.delta = nn.Parameter(torch.randn(frames, bins) * init_std if init_std > 0 else torch.zeros(frames, bins))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frames, bins = self.delta.shape
+        if x.shape[-1] != bins:
+            raise ValueError(f"noise transform learned for {bins} bins, got a spectrogram {tuple(x.shape)}")
+        t = x.shape[-2]
+        delta = self.delta[:t] if t <= frames else F.pad(self.delta, (0, 0, 0, t - frames))
+        return x + delta
+
+
+class CNNTransform(nn.Module):
+    """Two Conv2d(1→1, 3x3, padding 1, with bias) in a row, no activation between them (AST-CNNRP): 20 parameters.
+
+    Default PyTorch initialisation, as the reference; `calibrate` starts both at the identity instead.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 1, 3, padding=1)
+        self.conv2 = nn.Conv2d(1, 1, 3, padding=1)
+
+    @torch.no_grad()
+    def calibrate(self, mean: float, std: float) -> None:
+        """Start at the identity (centre taps 1, the rest and the biases 0); the statistics are not needed."""
+        for conv in (self.conv1, self.conv2):
+            conv.weight.zero_()
+            conv.weight[0, 0, 1, 1] = 1.0
+            conv.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.conv1(x))
+
+
+TRANSFORMS = {"none": IdentityTransform, "noise": NoiseTransform, "cnn": CNNTransform, "unet": UNetTransform}
 
 
 def build_transform(name: str, **kwargs) -> nn.Module:
-    try:
-        return TRANSFORMS[name](**kwargs)
-    except KeyError:
-        raise ValueError(f"unknown input transform {name!r}; choose one of {sorted(TRANSFORMS)}") from None
+    """An input transform by name; `noise` needs `shape=(frames, bins)`, `unet` takes `final_relu`."""
+    if name not in TRANSFORMS:
+        raise ValueError(f"unknown input transform {name!r}; choose one of {sorted(TRANSFORMS)}")
+    if name == "noise" and kwargs.get("shape") is None:
+        raise ValueError("the noise transform needs the spectrogram shape: build_transform('noise', shape=(T, F))")
+    return TRANSFORMS[name](**kwargs)

