@@ -15,6 +15,9 @@ from mirops.config import AuditParams
 from mirops.data.manifest import LabelSpec
 
 EXPECTATIONS = Path(__file__).resolve().parents[1] / "expectations"
+SUITES = ["schema", "label_balance", "class_balance", "missing_labels", "subjectivity", "split_proportions",
+          "class_diversity", "representativeness", "descriptor_shift", "leakage", "duplicate_audio", "integrity",
+          "quarantine"]
 CLASSES = ["drums", "piano", "violin"]
 SPEC = LabelSpec(classes=CLASSES, threshold=0.5)
 
@@ -45,7 +48,7 @@ def test_good_manifest_passes_and_writes_reports(tmp_path: Path) -> None:
     result = audit(make_manifest(), tmp_path)
     assert result.success, result.critical_failures
     assert result.critical_failures == [] and result.warnings == []
-    assert {c["suite"] for c in result.checks} == {"schema", "label_balance", "split_proportions", "leakage"}
+    assert [*dict.fromkeys(c["suite"] for c in result.checks)] == SUITES
     assert result.json_path == tmp_path / "audit.json" and result.json_path.is_file()
     page = result.html_path.read_text()
     assert "PASSED" in page and "label_balance" in page
@@ -109,7 +112,7 @@ def test_audit_json_round_trips_with_observed_values(tmp_path: Path) -> None:
     saved = json.loads(result.json_path.read_text())
     assert saved["success"] is False and saved["dataset_version"] == "test-v1"
     assert saved["critical_failures"] == result.critical_failures
-    assert set(saved["validation_results"]) == {"schema", "label_balance", "split_proportions", "leakage"}
+    assert set(saved["validation_results"]) == set(SUITES)
     fractions = {c["kwargs"]["row_condition"]: c["observed_value"] for c in saved["checks"]
                  if c["suite"] == "split_proportions"}
     assert fractions["split == 'train'"] == pytest.approx(0.6)
@@ -121,7 +124,7 @@ def test_audit_json_round_trips_with_observed_values(tmp_path: Path) -> None:
 
 def test_suite_files_are_dataset_independent() -> None:
     suites = load_suites(EXPECTATIONS)
-    assert [s.name for s in suites] == ["schema", "label_balance", "split_proportions", "leakage"]
+    assert [s.name for s in suites] == SUITES
     for suite in suites:
         text = suite.path.read_text()
         assert not any(c in text for c in CLASSES), suite.path  # no class names baked in

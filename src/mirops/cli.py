@@ -129,7 +129,7 @@ def cmd_audit(args):
     from mirops.audit.report import AuditFailed
 
     try:
-        summary = steps.audit(_settings(args), raise_on_failure=False)
+        summary = steps.audit(_settings(args), raise_on_failure=False, reference=args.reference)
     except AuditFailed as exc:  # pragma: no cover - raise_on_failure=False
         raise SystemExit(str(exc)) from exc
     _emit(args, summary)
@@ -276,8 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "LocalCluster)")
     pre.set_defaults(func=cmd_data_precompute)
 
-    sub.add_parser("audit", help="run the Great Expectations suites; exit 1 on a critical failure").set_defaults(
-        func=cmd_audit)
+    aud = sub.add_parser("audit", help="run the Great Expectations suites; exit 1 on a critical failure")
+    aud.add_argument("--reference", help="another dataset version (id or prefix) to compare the label mix with")
+    aud.set_defaults(func=cmd_audit)
 
     train = sub.add_parser("train", help="train a model, log it to MLflow, print the run id")
     train.add_argument("family", choices=["reprogram", "east"])

@@ -75,6 +75,26 @@ class AuditParams(BaseModel):
         default_factory=lambda: {"train": (0.4, 0.85), "valid": (0.05, 0.35), "test": (0.05, 0.35)}
     )
     duration_bounds_s: tuple[float, float] = (1.0, 60.0)
+    # amount & balance
+    positive_rate_bounds: tuple[float, float] = (0.005, 0.995)  # per class and split, of annotated labels
+    max_imbalance_ratio: float = 50.0           # most frequent class's positives / this class's positives
+    # missing labels
+    min_annotated_fraction: float = 0.2         # per class and split
+    # subjectivity
+    ambiguous_band: tuple[float, float] = (0.3, 0.7)  # soft labels in here are "unsure"
+    max_ambiguous_share: float = 0.5            # per class, of its annotated labels
+    min_mean_responses: float = 2.0             # annotators per label, where the source says (OpenMIC)
+    # diversity & representativeness
+    min_effective_groups: float = 3.0           # exp(entropy) of the groups behind a class's positives
+    max_prevalence_js: float = 0.15             # Jensen-Shannon divergence (bits) of class prevalence vs train
+    max_descriptor_shift: float = 1.0           # |median(split) - median(train)| in train IQRs, per descriptor
+    # integrity
+    max_clipping_ratio: float = 0.01
+    max_silence_ratio: float = 0.9
+    loudness_bounds_lufs: tuple[float, float] = (-50.0, 0.0)
+    min_sample_rate: int = 16000                # source rate; lower rates lose what the backbone hears
+    max_quarantined_fraction: float = 0.05
+    duplicate_similarity: float = 0.9           # fingerprint similarity above which two clips are the same audio
 
 
 class TrainParams(BaseModel):

@@ -8,6 +8,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def close(fig) -> None:
+    plt.close(fig)
+
+
 def per_class_bars(per_class: dict[str, dict[str, float]], keys: tuple[str, ...] = ("AP", "F1"), title: str = ""):
     names = list(per_class)
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(names)), 3.5))
@@ -35,3 +39,62 @@ def training_curves(history: list[dict[str, float]]):
     right.legend()
     fig.tight_layout()
     return fig
+
+
+def _class_bars(ax, table, column: str, by: str = "split") -> None:
+    classes = list(dict.fromkeys(table["class"]))
+    groups = list(dict.fromkeys(table[by])) if by in table else [None]
+    width = 0.8 / len(groups)
+    for i, group in enumerate(groups):
+        part = table if group is None else table[table[by] == group]
+        values = part.set_index("class").reindex(classes)[column]
+        ax.bar([x + i * width for x in range(len(classes))], values.fillna(0), width, label=group)
+    ax.set_xticks([x + width * (len(groups) - 1) / 2 for x in range(len(classes))], classes, rotation=60, ha="right")
+    if groups != [None]:
+        ax.legend(fontsize=8)
+
+
+def audit_plots(tables: dict) -> dict[str, object]:
+    """The audit's figures: label prevalence per split, missing and unsure labels, groups per class, and
+    descriptor histograms per split (from `mirops.audit.tables.derived_tables`)."""
+    balance, classes, audio = tables["balance"], tables["classes"], tables["audio"]
+    figs = {}
+    width = max(6, 0.45 * len(classes))
+    fig, ax = plt.subplots(figsize=(width, 3.5))
+    _class_bars(ax, balance, "positive_rate")
+    ax.set_ylabel("positive rate (annotated)")
+    ax.set_title("label prevalence per split")
+    fig.tight_layout()
+    figs["prevalence_per_split.png"] = fig
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(width, 5.5), sharex=True)
+    missing = balance.assign(missing_rate=1 - balance["annotated_fraction"])
+    _class_bars(top, missing, "missing_rate")
+    top.set_ylabel("not annotated")
+    _class_bars(bottom, classes, "ambiguous_share", by="-")
+    bottom.set_ylabel("unsure labels")
+    top.set_title("missing and ambiguous labels per class")
+    fig.tight_layout()
+    figs["missing_and_ambiguous.png"] = fig
+
+    fig, ax = plt.subplots(figsize=(width, 3.2))
+    _class_bars(ax, classes, "effective_groups", by="-")
+    ax.set_ylabel("effective groups")
+    ax.set_title("how many groups (sessions, artists) the positives of each class come from")
+    fig.tight_layout()
+    figs["groups_per_class.png"] = fig
+
+    names = [c for c in ("rms_db", "loudness_lufs", "spectral_centroid_hz", "spectral_flatness", "silence_ratio",
+                         "duration_s") if c in audio.columns]
+    if len(audio) and names:
+        fig, axes = plt.subplots(1, len(names), figsize=(3 * len(names), 2.8))
+        for ax, name in zip(axes, names, strict=True):
+            for split in ("train", "valid", "test"):
+                values = audio.loc[audio["split"] == split, name].dropna()
+                if len(values):
+                    ax.hist(values, bins=20, alpha=0.5, density=True, label=split)
+            ax.set_title(name, fontsize=9)
+        axes[0].legend(fontsize=8)
+        fig.tight_layout()
+        figs["descriptors_per_split.png"] = fig
+    return figs

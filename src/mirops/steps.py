@@ -138,20 +138,59 @@ class AuditSummary:
     warnings: list[str]
 
 
-def audit(settings: Settings, dataset_version: str | None = None, raise_on_failure: bool = True) -> AuditSummary:
-    """Run the Great Expectations suites on the manifest; log them as an MLflow run; stop on critical failure."""
+def audio_descriptors(settings: Settings, folder: Path, clips: pd.DataFrame) -> pd.DataFrame:
+    """clip_id + DESCRIPTOR_COLUMNS of every usable clip (full length; cached per clip, shared with the monitor)."""
+    from rich.progress import Progress
+
+    from mirops.features.clips import descriptors
+    from mirops.features.descriptors import DESCRIPTOR_COLUMNS
+
+    loader = clip_loader(settings, folder, seconds=None)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("audio descriptors", total=len(clips))
+        result = descriptors(loader, list(clips["path"]), progress=lambda: bar.advance(task))
+    _warn_skipped(result.failed, str(folder))
+    by_path = dict(zip(clips["path"], clips["clip_id"], strict=True))
+    table = pd.DataFrame(result.stack() if result.arrays else np.empty((0, len(DESCRIPTOR_COLUMNS))),
+                         columns=list(DESCRIPTOR_COLUMNS))
+    table.insert(0, "clip_id", [by_path[p] for p in result.paths])
+    return table
+
+
+def audio_duplicates(settings: Settings, folder: Path, clips: pd.DataFrame) -> pd.DataFrame:
+    """Pairs of clips in different splits whose audio fingerprints match (re-encoded or renamed copies)."""
+    from mirops.features.clips import fingerprints
+    from mirops.features.fingerprint import find_near_duplicates
+
+    loader = clip_loader(settings, folder, seconds=None)
+    result = fingerprints(loader, list(clips["path"]))
+    by_path = clips.set_index("path")
+    codes = {by_path.at[p, "clip_id"]: code for p, code in zip(result.paths, result.arrays, strict=True)}
+    splits = dict(zip(clips["clip_id"], clips["split"], strict=True))
+    return find_near_duplicates(codes, splits, settings.audit.duplicate_similarity)
+
+
+def audit(settings: Settings, dataset_version: str | None = None, raise_on_failure: bool = True,
+          reference: str | None = None) -> AuditSummary:
+    """Run the Great Expectations suites on the manifest and its audio; log them as an MLflow run with plots;
+    stop on a critical failure. `reference`: another dataset version to compare the label mix with."""
     import mlflow
 
+    from mirops import plots
     from mirops.audit.report import raise_for_critical, run_audit
     from mirops.data.quarantine import read_quarantine, reason_counts
+    from mirops.data.version import read_version_manifest
     from mirops.registry import tracking
 
     dataset_version = dataset_version or current_version(settings)
     df, spec = read_manifest(settings.data_dir)
-    result = run_audit(
-        df, spec, settings.audit, settings.expectations_dir, settings.artifacts_dir / "audit", dataset_version
-    )
     quarantined = read_quarantine(settings.data_dir)
+    ref = read_version_manifest(settings.root, reference) if reference else None
+    result = run_audit(
+        df, spec, settings.audit, settings.expectations_dir, settings.artifacts_dir / "audit", dataset_version,
+        audio=audio_descriptors(settings, settings.data_dir, df),
+        duplicates=audio_duplicates(settings, settings.data_dir, df), reference=ref, quarantined=len(quarantined),
+    )
     with tracking.run(settings, "audit", "audit", dataset_version) as active:
         failed = [c for c in result.checks if not c["success"]]
         mlflow.log_metrics({"checks": len(result.checks), "checks_failed": len(failed),
@@ -160,7 +199,13 @@ def audit(settings: Settings, dataset_version: str | None = None, raise_on_failu
                            | {f"quarantined_{r}": n for r, n in reason_counts(quarantined).items()})
         if len(quarantined):
             mlflow.log_table(quarantined, "quarantine/quarantine.json")
-        mlflow.set_tag(tracking.TAG_AUDIT_SUCCESS, str(result.success).lower())
+        mlflow.log_metrics({f"suite_{name}_failed": sum(1 for c in failed if c["suite"] == name)
+                            for name in dict.fromkeys(c["suite"] for c in result.checks)})
+        mlflow.set_tags({tracking.TAG_AUDIT_SUCCESS: str(result.success).lower(),
+                         "mirops.audit_reference": ref[2] if ref else "none"})
+        for name, fig in plots.audit_plots(result.tables).items():
+            tracking.log_figure(fig, f"plots/{name}")
+            plots.close(fig)
         tracking.log_file(Path(result.json_path), "audit")
         tracking.log_file(Path(result.html_path), "audit")
     summary = AuditSummary(result.success, active.info.run_id, str(result.json_path), str(result.html_path),

@@ -24,6 +24,7 @@ from mirops.data.manifest import LabelSpec, atomic_write_bytes
 
 AUDIT_JSON = "audit.json"
 AUDIT_HTML = "audit.html"
+REPORTED_TABLES = ("balance", "splits", "classes", "prevalence", "descriptor_shift", "dataset")
 MAX_NAMED_ROWS = 10  # failing rows named in one message; the rest are counted
 _SUMMARY_KWARGS = ("column", "min_value", "max_value", "strict_min", "strict_max", "value_set", "column_set",
                    "exact_match", "regex", "row_condition")
@@ -38,6 +39,7 @@ class AuditResult:
     warnings: list[str] = field(default_factory=list)
     json_path: Path | None = None
     html_path: Path | None = None
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)  # what the suites validated
 
 
 class AuditFailed(RuntimeError):
@@ -65,13 +67,22 @@ def run_audit(
     expectations_dir: Path,
     out_dir: Path,
     dataset_version: str,
+    audio: pd.DataFrame | None = None,
+    duplicates: pd.DataFrame | None = None,
+    reference: tuple[pd.DataFrame, LabelSpec, str] | None = None,
+    quarantined: int = 0,
 ) -> AuditResult:
-    """Validate the manifest's derived tables with every suite in `expectations_dir`; write the reports."""
+    """Validate the manifest's derived tables with every suite in `expectations_dir`; write the reports.
+
+    `audio` (per-clip descriptors), `duplicates` (cross-split fingerprint matches), `reference` (another
+    version's manifest, spec and id) and `quarantined` feed the audio, leakage and representativeness
+    suites; see `mirops.audit.tables.derived_tables`.
+    """
     started = time.perf_counter()
     suites = load_suites(expectations_dir)
-    tables = derived_tables(manifest, spec)
+    tables = derived_tables(manifest, spec, params.ambiguous_band, audio, duplicates, reference, quarantined)
     parameters = suite_parameters(params, spec)
-    result = AuditResult(success=True, dataset_version=dataset_version)
+    result = AuditResult(success=True, dataset_version=dataset_version, tables=tables)
     result.warnings.extend(_unused_bounds(params, suites))
     raw: dict[str, Any] = {}
     for suite in suites:
@@ -88,12 +99,12 @@ def run_audit(
     out_dir = Path(out_dir)
     result.json_path, result.html_path = out_dir / AUDIT_JSON, out_dir / AUDIT_HTML
     document = {
-        **asdict(result),
+        **{k: v for k, v in asdict(result).items() if k != "tables"},
         "json_path": str(result.json_path),
         "html_path": str(result.html_path),
         "seconds": round(time.perf_counter() - started, 3),
         "parameters": parameters,
-        "tables": {name: tables[name].to_dict(orient="records") for name in ("balance", "splits")},
+        "tables": {name: tables[name].to_dict(orient="records") for name in REPORTED_TABLES},
         "validation_results": raw,
     }
     payload = json.dumps(_jsonable(document), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
@@ -185,7 +196,7 @@ def _rows(check: dict[str, Any], observed: dict[str, Any]) -> str:
             continue
         label = "/".join(str(row[k]) for k in names if k in row)
         extra = [f"observed {_fmt(row[column])}"] if column in row and column not in names else []
-        extra += [f"{k} {row[k]}" for k in details if k in row]
+        extra += [f"{k} {row[k]}" for k in details if k in row and row[k] not in ("", None)]
         labels.append(f"{label} ({'; '.join(extra)})" if extra else label)
     if not labels:
         labels = [f"value {_fmt(v)}" for v in observed["unexpected_values"]]
@@ -277,7 +288,7 @@ def _html(result: AuditResult, tables: dict[str, pd.DataFrame]) -> str:
                 f"<td>{esc(observed)}</td></tr>"
             )
         parts.append("</table>")
-    for name in ("balance", "splits"):
+    for name in REPORTED_TABLES:
         table = tables[name].to_html(index=False, na_rep="", float_format="{:.3f}".format)
         parts.append(f"<h2>table: {name}</h2>{table}")
     parts.append("</body></html>\n")

@@ -52,6 +52,13 @@ def read_labels(data_dir: Path) -> LabelSpec:
         raise ManifestError(f"{path}: missing; every dataset needs a labels.json beside its manifest") from exc
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{path}: not valid JSON ({exc})") from exc
+    return read_labels_json(raw, str(path))
+
+
+def read_labels_json(raw: dict, path: str) -> LabelSpec:
+    """A LabelSpec from labels.json's parsed content; errors name `path`."""
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{path}: expected a JSON object")
     for key in ("task", "classes", "threshold"):
         if key not in raw:
             raise ManifestError(f"{path}: missing key {key!r}")

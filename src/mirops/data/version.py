@@ -263,3 +263,53 @@ def checkout_version(root: Path, prefix: str, force: bool = False, target: str =
     finally:
         repo.close()
     return record
+
+
+def read_version_manifest(root: Path, version: str, target: str = "data"):
+    """The manifest and labels of another dataset version, read from the DVC cache or a local remote
+    (nothing in data/ changes). Returns (manifest DataFrame, LabelSpec)."""
+    import io
+
+    import pandas as pd
+
+    from mirops.data.manifest import LABELS, MANIFEST, read_labels_json, validate
+
+    root = Path(root)
+    record = find_version(root, version)
+    places = [root / ".dvc" / "cache" / "files" / "md5"]
+    remote = _local_remote(root)
+    if remote is not None:
+        places.append(remote / "files" / "md5")
+
+    def blob(md5: str) -> bytes:
+        for place in places:
+            path = place / md5[:2] / md5[2:]
+            if path.exists():
+                return path.read_bytes()
+        raise FileNotFoundError(f"dataset version {record.version}: object {md5} is in neither the DVC cache nor "
+                                f"a local remote ({', '.join(map(str, places))}); `dvc fetch` it or check it out")
+
+    listing = {e["relpath"]: e["md5"] for e in json.loads(blob(f"{record.version}.dir"))}
+    for name in (MANIFEST, LABELS):
+        if name not in listing:
+            raise FileNotFoundError(f"dataset version {record.version} has no {name}")
+    spec = read_labels_json(json.loads(blob(listing[LABELS])), f"{record.version}:{LABELS}")
+    df = pd.read_parquet(io.BytesIO(blob(listing[MANIFEST])))
+    validate(df, spec, f"{record.version}:{MANIFEST}")
+    return df, spec, record.version
+
+
+def _local_remote(root: Path) -> Path | None:
+    try:
+        repo = ensure_repo(root)
+    except Exception:  # not a DVC project: only the cache can hold versions
+        return None
+    try:
+        core = repo.config["core"]
+        url = repo.config["remote"].get(core.get("remote", ""), {}).get("url", "")
+    finally:
+        repo.close()
+    if not url or "://" in url:
+        return None
+    path = Path(url)
+    return path if path.is_absolute() else root / ".dvc" / path
