@@ -94,7 +94,7 @@ class AuditParams(BaseModel):
     loudness_bounds_lufs: tuple[float, float] = (-50.0, 0.0)
     min_sample_rate: int = 16000                # source rate; lower rates lose what the backbone hears
     max_quarantined_fraction: float = 0.05
-    duplicate_similarity: float = 0.9           # fingerprint similarity above which two clips are the same audio
+    duplicate_similarity: float = 0.5           # fingerprint similarity from which two clips are the same audio
 
 
 class TrainParams(BaseModel):
