@@ -116,3 +116,14 @@ def embeddings(loader: ClipLoader, paths: Sequence[str], embed: Callable[[np.nda
                progress: Callable[[], None] | None = None) -> ClipResults:
     """`embed(wave)` (e.g. a backbone's mean clip embedding) of each clip; `model_key` names the model and weights."""
     return per_clip(loader, paths, "embeddings", {"model": model_key}, embed, progress)
+
+
+def fingerprints(loader: ClipLoader, paths: Sequence[str], progress: Callable[[], None] | None = None) -> ClipResults:
+    """Audio fingerprints (uint32 [2, frames], see `features.fingerprint`) of each clip, for the near-duplicate
+    search of the leakage audit; use the whole clip (`seconds=None`), a crop hides what lies outside it."""
+    from mirops.features.fingerprint import config, fingerprint
+
+    def compute(wave: np.ndarray) -> np.ndarray:
+        return fingerprint(wave, loader.sample_rate)
+
+    return per_clip(loader, paths, "fingerprints", {"v": 1, **config()}, compute, progress)
