@@ -1,5 +1,5 @@
 """The retraining pipeline as a Prefect flow:
-demo data → check (quarantine) → version → audit → precompute (mapped) → train → evaluate → register → monitor.
+demo data → check (quarantine) → version → precompute (mapped) → audit → train → evaluate → register → monitor.
 
 Each task calls one function of `mirops.steps`; the flow only orders them and passes ids along.
 """
@@ -68,8 +68,9 @@ def retrain(root: str = ".", overrides: dict[str, Any] | None = None, current: s
         demo_data(settings)
     checked = check(settings)
     dataset_version = version(settings)
-    audited = audit(settings, dataset_version)
+    # Mapped over chunks first: the audit's descriptors and fingerprints, and training's frames, then come cached.
     run_precompute(str(settings.root), overrides, task_runner, settings.ingest.workers)
+    audited = audit(settings, dataset_version)
     run_id = train(settings, dataset_version, audited.run_id)
     metrics = evaluate(settings, run_id)
     registration = register(settings, run_id)

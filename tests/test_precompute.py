@@ -27,7 +27,7 @@ def test_mapped_precompute_fills_the_cache_and_reports_broken_clips(prefect_api,
     assert totals["clips"] == len(expected) and totals["ok"] == good and totals["chunks"] == -(-len(expected) // 4)
     assert totals["failed"] == unusable
     cache = root / "artifacts" / "cache"
-    for namespace in ("audio", "frontend", "descriptors", "embeddings"):
+    for namespace in ("audio", "frontend", "descriptors", "embeddings", "fingerprints"):
         assert len(list((cache / namespace).rglob("*.npy"))) == good, namespace
 
 

@@ -249,11 +249,12 @@ def yamnet_embedding(wave: np.ndarray) -> np.ndarray:
 
 
 def precompute_clips(settings: Settings, paths: list[str]) -> dict[str, Any]:
-    """Fill the cache for clips of data/: training front-end frames, descriptors and embeddings (monitor).
+    """Fill the cache for clips of data/: training front-end frames, descriptors (audit, monitor), embeddings
+    (monitor) and fingerprints (audit).
 
     One mapped task's work in the precompute flow; returns counts and the clips that failed.
     """
-    from mirops.features.clips import descriptors, embeddings, frontend_frames
+    from mirops.features.clips import descriptors, embeddings, fingerprints, frontend_frames
     from mirops.features.logmel import YamnetLogMel
 
     cache = _cache(settings)
@@ -263,8 +264,9 @@ def precompute_clips(settings: Settings, paths: list[str]) -> dict[str, Any]:
     full = clip_loader(settings, settings.data_dir, None, cache)
     desc = descriptors(full, frames.paths)
     emb = embeddings(full, desc.paths, yamnet_embedding, YAMNET_KEY)
-    failed = frames.failed | desc.failed | emb.failed
-    return {"clips": len(paths), "ok": len(emb.paths), "cache_hits": cache.hits, "cache_misses": cache.misses,
+    prints = fingerprints(full, emb.paths)
+    failed = frames.failed | desc.failed | emb.failed | prints.failed
+    return {"clips": len(paths), "ok": len(prints.paths), "cache_hits": cache.hits, "cache_misses": cache.misses,
             "failed": {p: e.reason for p, e in failed.items()}}
 
 
