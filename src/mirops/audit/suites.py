@@ -107,23 +107,13 @@ def suite_parameters(params: AuditParams, spec: LabelSpec) -> dict[str, Any]:
         "one": 1,
         "positive_rate_min": params.positive_rate_bounds[0],
         "positive_rate_max": params.positive_rate_bounds[1],
-        "max_imbalance_ratio": params.max_imbalance_ratio,
-        "min_annotated_fraction": params.min_annotated_fraction,
         "ambiguous_low": params.ambiguous_band[0],
         "ambiguous_high": params.ambiguous_band[1],
-        "max_ambiguous_share": params.max_ambiguous_share,
-        "min_mean_responses": params.min_mean_responses,
-        "min_effective_groups": params.min_effective_groups,
-        "max_prevalence_js": params.max_prevalence_js,
-        "max_descriptor_shift": params.max_descriptor_shift,
-        "max_clipping_ratio": params.max_clipping_ratio,
-        "max_silence_ratio": params.max_silence_ratio,
         "min_loudness_lufs": params.loudness_bounds_lufs[0],
         "max_loudness_lufs": params.loudness_bounds_lufs[1],
-        "min_sample_rate": params.min_sample_rate,
-        "max_quarantined_fraction": params.max_quarantined_fraction,
-        "duplicate_similarity": params.duplicate_similarity,
     }
+    # Every single-number threshold under its own params.yaml name (max_imbalance_ratio, ...).
+    values.update({k: v for k, v in params.model_dump().items() if isinstance(v, int | float)})
     for split in LABELLED_SPLITS:
         low, high = params.split_fraction_bounds.get(split, (0.0, 1.0))  # unset: no constraint
         values[f"{split}_fraction_min"], values[f"{split}_fraction_max"] = low, high
