@@ -88,3 +88,113 @@ def test_calibrated_unet_starts_close_to_its_input():
     corr = torch.corrcoef(torch.stack([x.flatten(), y.flatten()]))[0, 1]
     assert corr > 0.8, f"calibrated U-Net output correlates {corr:.2f} with its input"
     assert abs(float(y.mean() - x.mean())) < float(x.std()) / 2  # the decoder adds a little
+
+
+# --------------------------------------------------------------------------- recipe, checkpoints, resume
+
+
+def _tiny_problem(seed: int = 0, n: int = 12, classes: int = 3):
+    """Random log-mel-like frames and soft labels with missing entries: enough for the loop's bookkeeping."""
+    rng = np.random.default_rng(seed)
+    specs = torch.from_numpy(rng.normal(-6.0, 2.0, (n, 96, 64)).astype("f4"))
+    labels = rng.random((n, classes)).astype("f4")
+    labels[rng.random((n, classes)) < 0.3] = np.nan
+    labels[0, :] = [1.0, 0.0, 1.0]
+    labels[1, :] = [0.0, 1.0, 0.0]
+    return SpecSet(specs, torch.from_numpy(labels))
+
+
+def _pooled_model(transform: str = "unet", mapping: str = "linear") -> ReprogrammedClassifier:
+    from mirops.models.backbone import SpectrogramPool
+    from mirops.models.yamnet import YAMNet
+
+    torch.manual_seed(0)
+    pool = SpectrogramPool.like(ReprogrammedClassifier(YAMNet.from_onnx(), ["x"]).backbone)
+    return ReprogrammedClassifier(pool, ["a", "b", "c"], transform=transform, mapping=mapping)
+
+
+def _trainable(model) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+
+
+def test_resume_after_an_interruption_ends_exactly_like_the_uninterrupted_run(tmp_path):
+    from mirops.train.checkpoint import Checkpoints
+
+    train, valid = _tiny_problem(0), _tiny_problem(1)
+    params = TrainParams(epochs=4, batch_size=4, lr=1e-2, freq_mask=8, time_mask=20, lr_milestones=[2])
+    straight = _pooled_model()
+    expected = fit(straight, train, valid, params, seed=3, checkpoints=Checkpoints(tmp_path / "a", "k"))
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_two(row):
+        if row["epoch"] == 2:
+            raise Interrupted
+
+    checkpoints = Checkpoints(tmp_path / "b", "k")
+    with pytest.raises(Interrupted):
+        fit(_pooled_model(), train, valid, params, seed=3, on_epoch=stop_after_two, checkpoints=checkpoints)
+    assert checkpoints.epochs() == [1, 2]
+    resumed_model = _pooled_model("unet")
+    with torch.no_grad():  # a fresh process starts from other weights: the checkpoint must overwrite them all
+        for p in resumed_model.trainable_parameters():
+            p.add_(1.0)
+    resumed = fit(resumed_model, train, valid, params, seed=3, checkpoints=checkpoints, resume=True)
+    assert resumed.resumed_from == 2 and checkpoints.epochs() == [1, 2, 3, 4]
+    assert resumed.history == [{**row, "epoch_seconds": r["epoch_seconds"]}
+                               for row, r in zip(expected.history, resumed.history, strict=True)]
+    assert resumed.best_epoch == expected.best_epoch and resumed.best_valid == expected.best_valid
+    for key, value in _trainable(straight).items():
+        assert torch.equal(value, _trainable(resumed_model)[key]), key
+
+
+def test_a_checkpoint_of_another_configuration_is_refused(tmp_path):
+    from mirops.train.checkpoint import CheckpointMismatch, Checkpoints
+
+    params = TrainParams(epochs=1, batch_size=4)
+    fit(_pooled_model(), _tiny_problem(0), _tiny_problem(1), params, seed=0, checkpoints=Checkpoints(tmp_path, "one"))
+    with pytest.raises(CheckpointMismatch, match="epoch-001.pt"):
+        fit(_pooled_model(), _tiny_problem(0), _tiny_problem(1), params, seed=0,
+            checkpoints=Checkpoints(tmp_path, "two"), resume=True)
+    assert not list(tmp_path.glob("*.tmp")), "no half-written checkpoint is left behind"
+
+
+def test_early_stopping_on_valid_map_and_the_lr_schedule():
+    params = TrainParams(epochs=6, batch_size=4, lr=0.0, patience=2, lr_milestones=[1], lr_gamma=0.5)
+    result = fit(_pooled_model("cnn"), _tiny_problem(0), _tiny_problem(1), params, seed=0)
+    # lr 0 and no BatchNorm: the model never changes, so valid mAP never improves on epoch 1
+    assert result.stopped_early and [r["epoch"] for r in result.history] == [1, 2, 3] and result.best_epoch == 1
+    params = TrainParams(epochs=3, batch_size=4, lr=0.1, lr_milestones=[1, 2], lr_gamma=0.5)
+    lrs = [r["lr"] for r in fit(_pooled_model(), _tiny_problem(0), _tiny_problem(1), params, seed=0).history]
+    assert lrs == pytest.approx([0.05, 0.025, 0.025])
+
+
+def test_a_model_with_nothing_to_train_is_only_validated():
+    from mirops.models.yamnet import YAMNet
+
+    model = ReprogrammedClassifier(YAMNet.from_onnx(), ["piano", "violin"], transform="none", mapping="audioset")
+    assert model.count_parameters()["trainable"] == 0
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = fit(model, _tiny_problem(0, classes=2), _tiny_problem(1, classes=2), TrainParams(epochs=3), seed=0)
+    assert result.best_epoch == 0 and len(result.history) == 1 and np.isfinite(result.best_valid["ROC_AUC"])
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_presets_set_the_recipe_and_single_values_still_win(tmp_path):
+    from mirops.config import TRAIN_PRESETS, Settings, preset_overrides
+
+    settings = Settings.load(tmp_path, **preset_overrides("reference"))
+    assert (settings.train.lr, settings.train.batch_size, settings.train.epochs) == (1e-5, 4, 30)
+    assert settings.train.lr_milestones == list(range(5, 26)) and settings.train.freq_mask == 24
+    settings = Settings.load(tmp_path, **(preset_overrides("reference") | {"train__epochs": 2}))
+    assert settings.train.epochs == 2 and settings.train.lr == 1e-5
+    assert set(TRAIN_PRESETS) == {"reference", "tuned"}
+    with pytest.raises(ValueError, match="unknown training preset 'fast'"):
+        preset_overrides("fast")
+
+
+def test_specaugment_fills_with_the_backbones_silence():
+    torch.manual_seed(0)
+    out = SpecAugment(freq_mask=10, time_mask=40, fill_value=0.0)(torch.full((3, 200, 64), 5.0))
+    assert set(torch.unique(out).tolist()) <= {0.0, 5.0} and (out == 0.0).any()

@@ -12,7 +12,9 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from mirops.config import TRAIN_PRESETS
 from mirops.offline import quiet_and_offline
+from mirops.train.grid import GRIDS
 
 
 def _settings(args: argparse.Namespace):
@@ -22,7 +24,10 @@ def _settings(args: argparse.Namespace):
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    from mirops.config import preset_overrides
+
+    # A preset sets the training recipe; --set still wins over it.
+    out: dict[str, Any] = preset_overrides(args.preset) if getattr(args, "preset", None) else {}
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -144,7 +149,10 @@ def cmd_train(args):
 
     if args.family != "reprogram":
         raise SystemExit(f"mirops train {args.family}: not available yet (only `reprogram`)")
-    _emit(args, {"run_id": steps.train(_settings(args))})
+    if args.grid:
+        _emit(args, steps.train_grid(_settings(args), args.grid, resume=args.resume))
+    else:
+        _emit(args, {"run_id": steps.train(_settings(args), resume=args.resume)})
 
 
 def cmd_evaluate(args):
@@ -282,6 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a model, log it to MLflow, print the run id")
     train.add_argument("family", choices=["reprogram", "east"])
+    train.add_argument("--grid", choices=sorted(GRIDS),
+                       help="train every variant of a grid (paper: Chen & Lerch's ablation) under one parent run")
+    train.add_argument("--preset", choices=sorted(TRAIN_PRESETS),
+                       help="training recipe: reference (Chen & Lerch: lr 1e-5, batch 4, 30 epochs) or tuned "
+                            "(small data); --set overrides single values")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the interrupted run of the same settings and data from its last epoch")
     train.set_defaults(func=cmd_train)
 
     for name, func, text in (("evaluate", cmd_evaluate, "test-split metrics of a training run"),

@@ -98,12 +98,24 @@ class AuditParams(BaseModel):
 
 
 class TrainParams(BaseModel):
-    backbone: str = "yamnet"
-    transform: str = "unet"
+    """Reprogramming (`mirops train reprogram`): backbone, trainable parts and the training recipe.
+
+    The recipe values are the "tuned" preset; `TRAIN_PRESETS["reference"]` holds Chen & Lerch's
+    (methods.md §1.7), selected with `--preset reference`.
+    """
+
+    backbone: str = Field("yamnet", pattern="^(yamnet|ast)$")
+    backbone_source: str | None = None  # AST: hub id or save_pretrained folder; YAMNet: ONNX file (default: shipped)
+    normalize: bool = False        # AST only: AudioSet mean/std normalisation (the reference feeds raw fbank)
+    transform: str = Field("unet", pattern="^(none|noise|cnn|unet)$")
+    mapping: str = Field("linear", pattern="^(linear|audioset)$")  # audioset: fixed map from AudioSet logits
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = 3e-3
     weight_decay: float = 5e-7
+    lr_milestones: list[int] = Field(default_factory=list)  # MultiStepLR epochs (the reference: 5..25)
+    lr_gamma: float = Field(0.85, gt=0.0, le=1.0)
+    patience: int | None = Field(None, ge=1)  # early stopping: epochs without a better valid mAP
     freq_mask: int = 8
     time_mask: int = 96
     threshold: float = 0.5
@@ -111,7 +123,27 @@ class TrainParams(BaseModel):
     final_relu: bool = False       # keep the reference U-Net's last ReLU (see models/transforms.py)
     calibrate: bool = True         # start the U-Net near the identity on the data's log-mel scale
     device: str = "auto"           # "auto": CUDA when there is a GPU, else CPU
+    precision: str = Field("auto", pattern="^(auto|fp32|bf16)$")  # auto: bf16 autocast on CUDA, fp32 on CPU
     max_clips: int | None = None  # cap on training clips (tests, smoke runs)
+
+
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    # Chen & Lerch's recipe (methods.md §1.7): 30 epochs on ~15k OpenMIC clips, Adam 1e-5, batch 4,
+    # MultiStepLR from epoch 5 to 25 (gamma 0.85), SpecAugment 24 bins / 96 frames, no early stopping.
+    "reference": {"epochs": 30, "batch_size": 4, "lr": 1e-5, "weight_decay": 5e-7,
+                  "lr_milestones": list(range(5, 26)), "lr_gamma": 0.85, "patience": None,
+                  "freq_mask": 24, "time_mask": 96, "calibrate": False},
+    # What works on a few hundred clips: a larger step, fewer epochs, early stopping on valid mAP.
+    "tuned": {"epochs": 8, "batch_size": 8, "lr": 3e-3, "weight_decay": 5e-7, "lr_milestones": [],
+              "patience": 4, "freq_mask": 8, "time_mask": 96, "calibrate": True},
+}
+
+
+def preset_overrides(name: str) -> dict[str, Any]:
+    """`train__<field>` overrides of a preset, for `Settings.load(**overrides)`."""
+    if name not in TRAIN_PRESETS:
+        raise ValueError(f"unknown training preset {name!r}; choose one of {sorted(TRAIN_PRESETS)}")
+    return {f"train__{key}": value for key, value in TRAIN_PRESETS[name].items()}
 
 
 class RegistryParams(BaseModel):

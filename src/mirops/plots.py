@@ -27,6 +27,7 @@ def per_class_bars(per_class: dict[str, dict[str, float]], keys: tuple[str, ...]
 
 
 def training_curves(history: list[dict[str, float]]):
+    history = [row for row in history if "train_loss" in row]  # epoch 0: a model with nothing to train
     epochs = [row["epoch"] for row in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
     left.plot(epochs, [r["train_loss"] for r in history], label="train loss")
@@ -37,6 +38,25 @@ def training_curves(history: list[dict[str, float]]):
     right.plot(epochs, [r["valid_ROC_AUC"] for r in history], label="valid ROC-AUC")
     right.set_xlabel("epoch")
     right.legend()
+    fig.tight_layout()
+    return fig
+
+
+def grid_per_class(per_class: dict[str, dict[str, float]], title: str = ""):
+    """{variant: {class: value}} as grouped horizontal bars, one group per class (the paper's per-instrument
+    F1 figure): where each variant wins and loses."""
+    variants = list(per_class)
+    classes = list(next(iter(per_class.values()))) if per_class else []
+    fig, ax = plt.subplots(figsize=(8, max(3.5, 0.45 * len(classes) * max(1, len(variants)) / 3)))
+    height = 0.8 / max(1, len(variants))
+    for i, variant in enumerate(variants):
+        ax.barh([y + i * height for y in range(len(classes))], [per_class[variant][c] for c in classes], height,
+                label=variant)
+    ax.set_yticks([y + height * (len(variants) - 1) / 2 for y in range(len(classes))], classes)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     return fig
 

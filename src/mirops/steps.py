@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -305,64 +306,250 @@ def _split(df: pd.DataFrame, split: str, limit: int | None = None) -> pd.DataFra
     return part.head(limit) if limit else part
 
 
-def train(settings: Settings, dataset_version: str | None = None, audit_run_id: str | None = None) -> str:
-    """Train the reprogrammed classifier; returns the MLflow run id (also in artifacts/train/run.json)."""
-    import mlflow
+def reprogram_backbone(settings: Settings):
+    """The frozen backbone `train.backbone` names, loaded from `train.backbone_source` (or its default)."""
+    from mirops.models.backbone import build_backbone
+
+    p = settings.train
+    options = {"normalize": p.normalize} if p.backbone == "ast" else {}
+    return build_backbone(p.backbone, p.backbone_source, **options)
+
+
+def reprogram_model(settings: Settings, classes: list[str], backbone, transform: str, mapping: str,
+                    input_frames: int, use_backbone: bool = True):
+    """A reprogrammed classifier around `backbone` (or, `use_backbone=False`, around its pooled front end)."""
+    from mirops.models.backbone import SpectrogramPool
+    from mirops.models.reprogram import ReprogrammedClassifier
+
+    core = backbone if use_backbone else SpectrogramPool.like(backbone)
+    return ReprogrammedClassifier(core, classes, transform=transform, final_relu=settings.train.final_relu,
+                                  mapping=mapping, input_frames=input_frames)
+
+
+def _spec_sets(settings: Settings, frontend, splits: tuple[str, ...]) -> tuple[dict, dict, int]:
+    """Front-end frames and label matrices of `splits` (through the cache), the rows kept, clips skipped."""
     import torch
+
+    from mirops.data.manifest import label_matrix
+    from mirops.train.reprogram import SpecSet
+
+    df, spec = read_manifest(settings.data_dir)
+    sets, parts, skipped = {}, {}, 0
+    for s in splits:
+        part = _split(df, s, settings.train.max_clips if s != "test" else None)
+        frames, kept, n_bad = split_frames(settings, part, frontend, f"{s} split")
+        sets[s] = SpecSet(torch.from_numpy(frames), torch.from_numpy(label_matrix(kept, spec)))
+        parts[s], skipped = kept, skipped + n_bad
+    return sets, parts, skipped
+
+
+def _checkpoints(settings: Settings, name: str, dataset_version: str, **extra: Any):
+    """The checkpoint folder of a training configuration: same settings and data, same folder (so --resume
+    finds it), anything else a new one."""
+    from mirops.data.cache import config_digest
+    from mirops.train.checkpoint import Checkpoints
+
+    config = settings.train.model_dump(exclude={"device"}) | {"seed": settings.seed, "data": dataset_version, **extra}
+    key = config_digest(config)
+    return Checkpoints(settings.artifacts_dir / "train" / "checkpoints" / f"{name}-{key}", key)
+
+
+def _fit_logged(model, sets: dict, settings: Settings, checkpoints, resume: bool, what: str):
+    """`fit` with a progress bar and per-epoch MLflow metrics on the active run; returns (result, seconds)."""
+    import mlflow
     from rich.progress import Progress
 
     from mirops import plots
-    from mirops.data.manifest import label_matrix
+    from mirops.train.reprogram import fit
+
+    p = settings.train
+    started = time.perf_counter()
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"training {what}", total=p.epochs)
+
+        def on_epoch(row: dict[str, float]) -> None:
+            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch" and np.isfinite(v)},
+                               step=int(row["epoch"]))
+            bar.update(task, completed=row["epoch"],
+                       description=f"{what}: epoch {row['epoch']} valid mAP {row['valid_mAP']:.3f}")
+
+        result = fit(model, sets["train"], sets["valid"], p, settings.seed, on_epoch=on_epoch,
+                     checkpoints=checkpoints, resume=resume)
+    if result.resumed_from:
+        console.print(f"{what}: resumed after epoch {result.resumed_from} from {checkpoints.folder}")
+    if result.stopped_early:
+        console.print(f"{what}: stopped early after epoch {result.history[-1]['epoch']} "
+                      f"(no better valid mAP for {p.patience} epochs)")
+    mlflow.log_metrics({"best_epoch": result.best_epoch, "stopped_early": int(result.stopped_early)}
+                       | {f"best_valid_{k}": v for k, v in result.best_valid.items() if np.isfinite(v)})
+    if any("train_loss" in row for row in result.history):
+        _log_figure(plots.training_curves(result.history), "plots/training_curves.png")
+    mlflow.log_dict(result.history, "history.json")
+    return result, time.perf_counter() - started
+
+
+def _log_figure(fig, artifact_file: str) -> None:
+    from mirops import plots
+    from mirops.registry import tracking
+
+    tracking.log_figure(fig, artifact_file)
+    plots.close(fig)
+
+
+def _train_params(settings: Settings, extra: dict[str, Any]) -> dict[str, Any]:
+    return {f"train.{k}": v for k, v in settings.train.model_dump().items()} | {"seed": settings.seed} | extra
+
+
+def train(settings: Settings, dataset_version: str | None = None, audit_run_id: str | None = None,
+          resume: bool = False) -> str:
+    """Train the reprogrammed classifier `train` describes; returns the MLflow run id (also in
+    artifacts/train/run.json). `resume`: continue the interrupted run of the same settings and data from its
+    last epoch checkpoint, in the same MLflow run."""
+    import mlflow
+    import torch
+
     from mirops.features.logmel import SAMPLE_RATE
-    from mirops.models.reprogram import ReprogrammedClassifier
-    from mirops.models.yamnet import YAMNet
     from mirops.registry import models, tracking
-    from mirops.train.reprogram import SpecSet, fit, resolve_device
+    from mirops.train.reprogram import resolve_device
 
     dataset_version = dataset_version or current_version(settings)
     audit_tags = _audit_outcome(settings, dataset_version, audit_run_id)
     p = settings.train
-    df, spec = read_manifest(settings.data_dir)
-    parts = {s: _split(df, s, p.max_clips) for s in ("train", "valid")}
+    _, spec = read_manifest(settings.data_dir)
+    backbone = reprogram_backbone(settings)
+    sets, parts, skipped = _spec_sets(settings, backbone.frontend, ("train", "valid"))
     torch.manual_seed(settings.seed)
+    model = reprogram_model(settings, spec.classes, backbone, p.transform, p.mapping, sets["train"].specs.shape[1])
     device = resolve_device(p.device)
-    model = ReprogrammedClassifier(YAMNet.from_onnx(), spec.classes, transform=p.transform, final_relu=p.final_relu)
     model.to(device)
-    sets, skipped = {}, 0
-    for s, part in parts.items():
-        frames, kept, n_bad = split_frames(settings, part, model.frontend, f"{s} split")
-        sets[s] = SpecSet(torch.from_numpy(frames), torch.from_numpy(label_matrix(kept, spec)))
-        parts[s], skipped = kept, skipped + n_bad
     counts = model.count_parameters()
-    with tracking.run(settings, f"reprogram-{p.backbone}-{p.transform}", "train", dataset_version) as active:
-        mlflow.log_params({f"train.{k}": v for k, v in p.model_dump().items()} | {"seed": settings.seed,
-                          "classes": ",".join(spec.classes), "train_clips": len(parts["train"]),
-                          "valid_clips": len(parts["valid"])})
-        mlflow.log_metrics({"params_trainable": counts["trainable"], "params_total": counts["total"],
-                            "clips_skipped": skipped})
-        mlflow.set_tags(audit_tags)
-        with Progress(console=console, transient=True) as bar:
-            task = bar.add_task("training", total=p.epochs)
-
-            def on_epoch(row: dict[str, float]) -> None:
-                mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch" and np.isfinite(v)},
-                                   step=int(row["epoch"]))
-                bar.update(task, advance=1, description=f"epoch {row['epoch']} valid mAP {row['valid_mAP']:.3f}")
-
-            result = fit(model, sets["train"], sets["valid"], p, settings.seed, on_epoch=on_epoch)
-        mlflow.log_metrics({"best_epoch": result.best_epoch} | {f"best_valid_{k}": v
-                           for k, v in result.best_valid.items() if np.isfinite(v)})
-        tracking.log_figure(plots.training_curves(result.history), "plots/training_curves.png")
-        tracking.log_json(result.history, "history.json")
-        mlflow.set_tag("mirops.device", str(device))
+    name = f"reprogram-{p.backbone}-{p.transform}-{p.mapping}"
+    checkpoints = _checkpoints(settings, name, dataset_version, classes=spec.classes)
+    if not resume:
+        checkpoints.clear()
+    meta = checkpoints.meta()
+    if meta.get("finished"):
+        console.print(f"[bold]train[/] {name}: this configuration finished in run {meta['run_id']}; nothing to resume")
+        return meta["run_id"]
+    reopen = meta.get("run_id") if checkpoints.epochs() else None
+    with tracking.run(settings, name, "train", dataset_version, run_id=reopen) as active:
+        if reopen is None:
+            mlflow.log_params(_train_params(settings, {
+                "classes": ",".join(spec.classes), "train_clips": len(parts["train"]),
+                "valid_clips": len(parts["valid"])}))
+            mlflow.log_metrics({"params_trainable": counts["trainable"], "params_total": counts["total"],
+                                "clips_skipped": skipped})
+            mlflow.set_tags(audit_tags | {"mirops.device": str(device), "mirops.checkpoints": str(checkpoints.folder)})
+        checkpoints.write_meta(run_id=active.info.run_id)
+        result, _ = _fit_logged(model, sets, settings, checkpoints, resume, name)
         model_uri = models.log_model(model.cpu(), len(spec.classes), SAMPLE_RATE)  # logged from the CPU
         run_id = active.info.run_id
+    checkpoints.write_meta(finished=True)
     tracking.write_json(settings.artifacts_dir / "train" / "run.json",
                         {"run_id": run_id, "model_uri": model_uri, "dataset_version": dataset_version})
     console.print(f"[bold]train[/] run {run_id}: best epoch {result.best_epoch}, "
                   f"valid mAP {result.best_valid.get('mAP', float('nan')):.3f}, "
                   f"{counts['trainable']:,} trainable of {counts['total']:,} parameters")
     return run_id
+
+
+def train_grid(settings: Settings, grid: str = "paper", dataset_version: str | None = None,
+               audit_run_id: str | None = None, resume: bool = False) -> dict[str, Any]:
+    """Train every variant of `grid` (`mirops.train.grid`) on the same cached frames: one MLflow parent run,
+    a child per variant (valid-selected, then scored once on test), a summary table and a per-class F1 plot.
+
+    `resume` skips the variants that finished and resumes the interrupted one from its checkpoint.
+    """
+    import mlflow
+    import torch
+
+    from mirops import plots
+    from mirops.registry import tracking
+    from mirops.train import grid as grids
+    from mirops.train.metrics import evaluate_probs
+    from mirops.train.reprogram import predict_probs, resolve_device
+
+    variants = grids.grid_variants(grid)
+    dataset_version = dataset_version or current_version(settings)
+    audit_tags = _audit_outcome(settings, dataset_version, audit_run_id)
+    p = settings.train
+    _, spec = read_manifest(settings.data_dir)
+    backbone = reprogram_backbone(settings)
+    sets, parts, skipped = _spec_sets(settings, backbone.frontend, ("train", "valid", "test"))
+    device = resolve_device(p.device)
+    name = f"grid-{grid}-{p.backbone}"
+    parent_ckpt = _checkpoints(settings, name, dataset_version, classes=spec.classes, grid=grid)
+    if not resume:
+        parent_ckpt.clear()
+    reopen = parent_ckpt.meta().get("run_id")
+    rows, per_class_f1 = [], {}
+    with tracking.run(settings, name, "train-grid", dataset_version, run_id=reopen) as parent:
+        if reopen is None:
+            mlflow.log_params(_train_params(settings, {"grid": grid, "variants": ",".join(v.name for v in variants),
+                                                       "classes": ",".join(spec.classes)}))
+            mlflow.log_metrics({"clips_skipped": skipped} | {f"{s}_clips": len(parts[s]) for s in parts})
+            mlflow.set_tags(audit_tags | {"mirops.device": str(device), "mirops.grid": grid})
+        parent_ckpt.write_meta(run_id=parent.info.run_id)
+        for variant in variants:
+            checkpoints = _checkpoints(settings, f"{name}-{variant.name}", dataset_version, classes=spec.classes,
+                                       variant=variant.name)
+            if not resume:
+                checkpoints.clear()
+            done = checkpoints.meta()
+            if done.get("finished"):
+                console.print(f"{variant.name}: finished in an earlier run ({done['run_id']}), not retrained")
+                rows.append(done["row"])
+                per_class_f1[variant.name] = done["per_class_f1"]
+                continue
+            torch.manual_seed(settings.seed)
+            model = reprogram_model(settings, spec.classes, backbone, variant.transform, variant.mapping,
+                                    sets["train"].specs.shape[1], use_backbone=variant.backbone).to(device)
+            counts = model.count_parameters()
+            child_id = done.get("run_id") if checkpoints.epochs() else None
+            with tracking.run(settings, variant.name, "train", dataset_version, run_id=child_id,
+                              nested=True) as child:
+                if child_id is None:
+                    mlflow.log_params(_train_params(settings, {"variant": variant.name, "train.transform":
+                                      variant.transform, "train.mapping": variant.mapping,
+                                      "backbone_used": variant.backbone}))
+                    mlflow.log_metrics({"params_trainable": counts["trainable"], "params_total": counts["total"]})
+                    mlflow.set_tags({"mirops.grid": grid, "mirops.variant": variant.name,
+                                     "mirops.parent_run_id": parent.info.run_id})
+                checkpoints.write_meta(run_id=child.info.run_id)
+                result, seconds = _fit_logged(model, sets, settings, checkpoints, resume, variant.name)
+                test, per_class = evaluate_probs(predict_probs(model, sets["test"].specs, precision=p.precision),
+                                                 sets["test"].labels.numpy(), spec.classes, p.threshold)
+                mlflow.log_metrics({f"test_{k}": v for k, v in test.items() if np.isfinite(v)})
+                mlflow.log_dict(per_class, "test_per_class.json")
+                # The trainable part only (KB): the frozen backbone is named by the run's parameters.
+                with tempfile.TemporaryDirectory() as tmp:
+                    torch.save({k: v.cpu() for k, v in model.state_dict().items() if not k.startswith("backbone.")},
+                               Path(tmp) / "trainable_state.pt")
+                    mlflow.log_artifact(str(Path(tmp) / "trainable_state.pt"))
+            row = grids.summary_row(variant, counts["trainable"], result.best_epoch, result.best_valid, test, seconds)
+            per_class_f1[variant.name] = {c: m["F1_openmic"] for c, m in per_class.items()}
+            checkpoints.write_meta(finished=True, row=row, per_class_f1=per_class_f1[variant.name])
+            rows.append(row)
+            console.print(f"{variant.name}: test mAP {test['mAP']:.3f}, F1 (OpenMIC) {test['F1_openmic']:.3f}, "
+                          f"{counts['trainable']:,} trainable parameters")
+        table = grids.summary_table(rows)
+        markdown = grids.summary_markdown(table)
+        mlflow.log_text(markdown, "grid_summary.md")
+        mlflow.log_text(table.to_csv(index=False), "grid_summary.csv")
+        for row in rows:
+            mlflow.log_metrics({f"{row['variant']}.{k}": row[k] for k in ("test_mAP", "test_F1_openmic")
+                                if np.isfinite(row[k])})
+        _log_figure(plots.grid_per_class(per_class_f1, "F1 (OpenMIC macro avg), test split"),
+                        "plots/grid_per_class_f1.png")
+        parent_id = parent.info.run_id
+    out = settings.artifacts_dir / "train" / f"grid-{grid}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(markdown)
+    console.print(markdown, soft_wrap=True, highlight=False)
+    summary = {"run_id": parent_id, "grid": grid, "dataset_version": dataset_version, "summary": str(out),
+               "rows": table.to_dict(orient="records")}
+    tracking.write_json(settings.artifacts_dir / "train" / f"grid-{grid}.json", summary)
+    return summary
 
 
 def _audit_outcome(settings: Settings, dataset_version: str, audit_run_id: str | None) -> dict[str, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from functools import cached_property
 
+import torch
 from torch import Tensor, nn
 
 from mirops.features.logmel import LOG_OFFSET, N_MELS, YamnetLogMel
@@ -90,6 +91,43 @@ class YamnetBackbone(Backbone):
     def forward_spectrogram(self, spec: Tensor) -> tuple[Tensor, Tensor]:
         embedding = self.embed_spectrogram(spec)
         return self.net.classifier(embedding), embedding
+
+
+class SpectrogramPool(Backbone):
+    """No network at all: the clip embedding is the mean and standard deviation of each frequency bin over time.
+
+    Stands in for the backbone in the paper's "CNN only" and "U-Net only" rows: the same front end and input
+    transform as the reprogrammed model, with a linear mapping straight on the (transformed) spectrogram, so
+    the ablation shows what the frozen network adds. The reference's `CNNModel` flattens the whole
+    spectrogram into a 2.6 M-parameter linear layer instead, which contradicts the paper's 0.017 M for
+    that row (methods.md §1.4, U3); pooling keeps the row at the paper's size.
+    """
+
+    num_logits = 0
+
+    def __init__(self, frontend: nn.Module, input_shape: tuple[int | None, int], fill_value: float) -> None:
+        super().__init__()
+        self.frontend = frontend
+        self.input_shape = input_shape
+        self.fill_value = fill_value
+        self.embedding_dim = 2 * input_shape[1]
+        self.freeze()
+
+    @classmethod
+    def like(cls, backbone: Backbone) -> SpectrogramPool:
+        """The pooled spectrogram of `backbone`'s own front end (shared, so its cached frames are reused)."""
+        return cls(backbone.frontend, backbone.input_shape, backbone.fill_value)
+
+    @property
+    def label_names(self) -> list[str]:
+        return []
+
+    def embed_spectrogram(self, spec: Tensor) -> Tensor:
+        return torch.cat([spec.mean(dim=1), spec.std(dim=1)], dim=1)
+
+    def forward_spectrogram(self, spec: Tensor) -> tuple[Tensor, Tensor]:
+        embedding = self.embed_spectrogram(spec)
+        return embedding.new_zeros(embedding.shape[0], 0), embedding
 
 
 def build_backbone(name: str, source: str | None = None, **options) -> Backbone:

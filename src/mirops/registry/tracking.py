@@ -74,10 +74,17 @@ def base_tags(settings: Settings, dataset_version: str, step: str) -> dict[str, 
 
 
 @contextmanager
-def run(settings: Settings, name: str, step: str, dataset_version: str) -> Iterator[Any]:
-    """Start a run tagged with the dataset version and git commit."""
-    setup(settings)
-    with mlflow.start_run(run_name=name, tags=base_tags(settings, dataset_version, step)) as active:
+def run(settings: Settings, name: str, step: str, dataset_version: str, run_id: str | None = None,
+        nested: bool = False) -> Iterator[Any]:
+    """Start a run tagged with the dataset version and git commit (`run_id`: reopen that run, e.g. to resume
+    an interrupted training; `nested`: a child of the active run)."""
+    if not nested:
+        setup(settings)
+    if run_id is not None:
+        with mlflow.start_run(run_id=run_id, nested=nested) as active:
+            yield active
+        return
+    with mlflow.start_run(run_name=name, tags=base_tags(settings, dataset_version, step), nested=nested) as active:
         yield active
 
 

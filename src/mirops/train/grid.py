@@ -1,0 +1,63 @@
+"""Named grids of reprogramming variants (`mirops train reprogram --grid NAME`) and their summary table.
+
+`paper` is Chen & Lerch's ablation (MMM 2023, methods.md §1.4/§1.9), with the backbone the settings name
+(`train.backbone`): what the frozen network does with a fixed map from its own AudioSet labels, what the
+input transforms do without it, and the two reprogrammed models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str            # run name and table key
+    label: str           # the row's name in the paper's terms
+    transform: str       # none | noise | cnn | unet
+    mapping: str         # linear (LayerNorm + Linear) | audioset (fixed many-to-one map, nothing trains)
+    backbone: bool = True  # False: the transform feeds a linear map of the pooled spectrogram (no network)
+    paper_f1: float | None = None  # OpenMIC "macro avg" F1 (%) the paper reports with AST, where it does
+
+
+GRIDS: dict[str, tuple[Variant, ...]] = {
+    "paper": (
+        Variant("backbone-map", "backbone + simple output mapping", "none", "audioset", paper_f1=62.03),
+        Variant("cnn-only", "CNN only", "cnn", "linear", backbone=False, paper_f1=61.0),
+        Variant("unet-only", "U-Net only", "unet", "linear", backbone=False),
+        Variant("cnn-backbone-fc", "CNN + backbone + FC", "cnn", "linear", paper_f1=78.08),
+        Variant("unet-backbone-fc", "U-Net + backbone + FC", "unet", "linear", paper_f1=81.60),
+    ),
+}
+
+
+def grid_variants(name: str) -> tuple[Variant, ...]:
+    if name not in GRIDS:
+        raise ValueError(f"unknown grid {name!r}; choose one of {sorted(GRIDS)}")
+    return GRIDS[name]
+
+
+SUMMARY_COLUMNS = ["variant", "model", "trainable_params", "best_epoch", "valid_mAP", "test_mAP", "test_ROC_AUC",
+                   "test_F1_macro", "test_F1_openmic", "paper_F1_openmic", "train_seconds"]
+
+
+def summary_row(variant: Variant, trainable: int, best_epoch: int, valid: dict[str, float],
+                test: dict[str, float], seconds: float) -> dict:
+    return {"variant": variant.name, "model": variant.label, "trainable_params": trainable, "best_epoch": best_epoch,
+            "valid_mAP": valid.get("mAP", np.nan), "test_mAP": test["mAP"], "test_ROC_AUC": test["ROC_AUC"],
+            "test_F1_macro": test["F1_macro"], "test_F1_openmic": test["F1_openmic"],
+            "paper_F1_openmic": np.nan if variant.paper_f1 is None else variant.paper_f1 / 100,
+            "train_seconds": seconds}
+
+
+def summary_table(rows: list[dict]) -> pd.DataFrame:
+    """One row per variant, metrics and trainable parameters side by side, as in the paper's table."""
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def summary_markdown(table: pd.DataFrame) -> str:
+    shown = table.astype(object).where(table.notna(), None)  # tabulate leaves None cells blank, not "nan"
+    return shown.to_markdown(index=False, floatfmt=".3f", intfmt=",", missingval="") + "\n"
