@@ -256,10 +256,9 @@ def precompute_clips(settings: Settings, paths: list[str]) -> dict[str, Any]:
     One mapped task's work in the precompute flow; returns counts and the clips that failed.
     """
     from mirops.features.clips import descriptors, embeddings, fingerprints, frontend_frames
-    from mirops.features.logmel import YamnetLogMel
 
     cache = _cache(settings)
-    frontend = YamnetLogMel()
+    frontend = training_frontend(settings)
     frames = frontend_frames(clip_loader(settings, settings.data_dir, settings.train.clip_seconds, cache), paths,
                              frontend, frontend.config())
     full = clip_loader(settings, settings.data_dir, None, cache)
@@ -304,6 +303,22 @@ def batch_features(settings: Settings, folder: Path) -> tuple[pd.DataFrame, dict
 def _split(df: pd.DataFrame, split: str, limit: int | None = None) -> pd.DataFrame:
     part = df[df["split"] == split]
     return part.head(limit) if limit else part
+
+
+def training_frontend(settings: Settings):
+    """The front end of `train.backbone`, without loading its weights (AST: only the checkpoint's config), so
+    precompute tasks fill exactly the frames training will read."""
+    if settings.train.backbone == "ast":
+        from transformers import ASTConfig
+
+        from mirops.features.fbank import AstFbank
+        from mirops.models.ast import DEFAULT_AST
+
+        config = ASTConfig.from_pretrained(settings.train.backbone_source or DEFAULT_AST)
+        return AstFbank(config.max_length, config.num_mel_bins, normalize=settings.train.normalize)
+    from mirops.features.logmel import YamnetLogMel
+
+    return YamnetLogMel()
 
 
 def reprogram_backbone(settings: Settings):
