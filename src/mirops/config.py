@@ -127,6 +127,43 @@ class TrainParams(BaseModel):
     max_clips: int | None = None  # cap on training clips (tests, smoke runs)
 
 
+class EastParams(BaseModel):
+    """EAsT (`mirops train east`): a student CNN tied to frozen teacher embeddings (methods.md §3).
+
+    Values left `None` are the reference's for the task (`mirops.train.east.TASK_RECIPES`): instruments =
+    OpenMIC / CP-ResNet, tagging = MagnaTagATune / Mobile FCN. lam: 0.8 instruments (0.9 for PaSST and
+    PANNs), 0.6 tagging (methods.md §3.7); patience 15 / 12 and LR patience 8 / 5 epochs (§3.9);
+    SpecAugment 48 bins / 192 frames and mixup Beta(0.3, 0.3) for instruments, none for tagging (§3.8).
+    """
+
+    task: str = Field("instruments", pattern="^(instruments|tagging)$")
+    student: str = Field("cp_resnet", pattern="^(cp_resnet|mobile_fcn)$")
+    student_options: dict[str, Any] = Field(default_factory=dict)  # e.g. rho, base_channels (build_student)
+    teachers: list[str] = Field(default_factory=lambda: ["yamnet"])
+    teacher_sources: dict[str, str] = Field(default_factory=dict)  # teacher -> ONNX file, hub id or .npy folder
+    lam: float | None = Field(None, ge=0.0, le=1.0)  # weight of the regulariser; None: the reference's
+    kd_weight: float = Field(0.3, ge=0.0, le=1.0)  # share of KD in the KD + EAsT regulariser
+    tau: float = Field(2.0, gt=0.0)                # KD temperature
+    epochs: int = Field(30, ge=1)                  # the reference caps steps instead (80k OpenMIC, 100k MTAT)
+    batch_size: int = Field(16, ge=2)              # the regulariser is computed across the batch
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    patience: int | None = Field(None, ge=0)      # early stopping on valid mAP; 0: never stop early
+    lr_patience: int | None = Field(None, ge=0)   # ReduceLROnPlateau on the valid total loss
+    lr_factor: float = Field(0.2, gt=0.0, lt=1.0)
+    grad_clip: float | None = Field(1.0, gt=0.0)  # gradient-norm clipping (None: off)
+    freq_mask: int | None = Field(None, ge=0)     # SpecAugment, mel bins
+    time_mask: int | None = Field(None, ge=0)     # SpecAugment, frames (10 ms)
+    mixup: float | None = Field(None, ge=0.0)     # Beta(a, a) mixup of frames, labels and teacher embeddings; 0: off
+    probe_c: float = Field(1.0, gt=0.0)           # inverse L2 strength of the teacher + logistic regression probe
+    clip_seconds: float = 10.0
+    threshold: float = 0.5
+    device: str = "auto"
+    precision: str = Field("auto", pattern="^(auto|fp32|bf16)$")
+    max_clips: int | None = None
+    model_name: str = "mirops-east"
+
+
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     # Chen & Lerch's recipe (methods.md §1.7): 30 epochs on ~15k OpenMIC clips, Adam 1e-5, batch 4,
     # MultiStepLR from epoch 5 to 25 (gamma 0.85), SpecAugment 24 bins / 96 frames, no early stopping.
@@ -166,6 +203,7 @@ class Settings(BaseSettings):
     ingest: IngestParams = Field(default_factory=IngestParams)
     audit: AuditParams = Field(default_factory=AuditParams)
     train: TrainParams = Field(default_factory=TrainParams)
+    east: EastParams = Field(default_factory=EastParams)
     registry: RegistryParams = Field(default_factory=RegistryParams)
     monitor: MonitorParams = Field(default_factory=MonitorParams)
 

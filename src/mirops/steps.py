@@ -91,12 +91,14 @@ def current_version(settings: Settings) -> str:
     return read_version(settings.root).version
 
 
-def clip_loader(settings: Settings, folder: Path, seconds: float | None, cache=None):
-    """Clips of `folder` at the backbone's rate, through the cache; `seconds=None` keeps their full length."""
+def clip_loader(settings: Settings, folder: Path, seconds: float | None, cache=None, sample_rate: int | None = None):
+    """Clips of `folder` at `sample_rate` (default 16 kHz, the backbones' rate), through the cache;
+    `seconds=None` keeps their full length."""
     from mirops.features.clips import ClipLoader
     from mirops.features.logmel import SAMPLE_RATE
 
-    return ClipLoader(Path(folder), SAMPLE_RATE, seconds, settings.ingest.crop, cache=cache or _cache(settings))
+    return ClipLoader(Path(folder), sample_rate or SAMPLE_RATE, seconds, settings.ingest.crop,
+                      cache=cache or _cache(settings))
 
 
 def _warn_skipped(failed: dict, what: str) -> None:
@@ -106,14 +108,16 @@ def _warn_skipped(failed: dict, what: str) -> None:
                       f"({', '.join(f'{n} {r}' for r, n in reasons.items())}); first: {next(iter(failed.values()))}")
 
 
-def split_frames(settings: Settings, part: pd.DataFrame, frontend, what: str) -> tuple[np.ndarray, pd.DataFrame, int]:
-    """Front-end frames [N, T, F] of the rows of `part` (cropped to `train.clip_seconds`), the rows kept,
-    and how many were skipped as unusable."""
+def split_frames(settings: Settings, part: pd.DataFrame, frontend, what: str,
+                 seconds: float | None = None) -> tuple[np.ndarray, pd.DataFrame, int]:
+    """Front-end frames [N, T, F] of the rows of `part` (cropped to `seconds`, default `train.clip_seconds`,
+    decoded at the front end's own rate), the rows kept, and how many were skipped as unusable."""
     from rich.progress import Progress
 
     from mirops.features.clips import frontend_frames
 
-    loader = clip_loader(settings, settings.data_dir, settings.train.clip_seconds)
+    loader = clip_loader(settings, settings.data_dir, seconds or settings.train.clip_seconds,
+                         sample_rate=frontend.config().get("sample_rate"))
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"front end: {what}", total=len(part))
         result = frontend_frames(loader, list(part["path"]), frontend, frontend.config(),

@@ -1,0 +1,504 @@
+"""EAsT training (Ding & Lerch, ISMIR 2023; methods.md §3), in plain sight.
+
+A student CNN learns from log-mel frames with masked BCE, optionally tied to one frozen teacher:
+
+    student   L = BCE
+    kd        L = (1 - lam) BCE + lam KD                        (KD on the teacher probe's logits)
+    east      L = (1 - lam) BCE + lam (1 - dCor)                (the EAsT regulariser)
+    kd+east   L = (1 - lam) BCE + lam (0.3 KD + 0.7 (1 - dCor))
+
+(`mirops.train.east_losses`). Front-end frames and teacher embeddings are computed once, outside this
+module, and kept in an `EastSet`. The recipe is the reference's (methods.md §3.8-3.9): Adam 1e-4 with weight
+decay 1e-4, batch 16, gradient-norm clipping at 1, ReduceLROnPlateau (factor 0.2) on the valid total loss,
+and for instruments (OpenMIC) SpecAugment plus mixup of frames, labels and teacher embeddings. Model
+selection and early stopping use the valid split's mAP (never test). bf16 autocast on CUDA, checkpoints
+and resume as in `mirops.train.reprogram.fit`, whose helpers this loop shares.
+
+`fit_probe` is the "teacher + logistic regression" baseline; its logits on the train split are the KD
+targets, as the reference's linear probe teacher gives them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mirops.config import EastParams
+from mirops.models.students import NORM_MEAN, NORM_STD
+from mirops.train.checkpoint import Checkpoints
+from mirops.train.east_losses import REG_LOSS_WEIGHTS, east_loss_parts
+from mirops.train.metrics import evaluate_probs
+from mirops.train.reprogram import (
+    FitResult,
+    SpecAugment,
+    _device,
+    _Progress,
+    _restore,
+    _snapshot,
+    _trainable_state,
+    autocast,
+    masked_bce,
+    predict_probs,
+)
+
+MODES = ("student", "kd", "east", "kd+east")
+TEACHER_MODES = ("kd", "east", "kd+east")  # the modes that train against a teacher
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class TeacherCache:
+    """One teacher's precomputed outputs for every clip of a split."""
+
+    embeddings: Tensor           # [N, T, D]; never modified by training
+    hop_s: float | None          # seconds between steps; None for one clip-level vector (T = 1)
+    logits: Tensor | None = None  # [N, C] on the target classes (the probe's), needed for KD
+
+
+@dataclass
+class EastSet:
+    """Student front-end frames [N, T, F], soft labels [N, C] (NaN = not annotated) and teacher caches."""
+
+    frames: Tensor
+    labels: Tensor
+    teachers: dict[str, TeacherCache] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.frames.dim() != 3 or self.labels.dim() != 2 or len(self.frames) != len(self.labels):
+            raise ValueError(f"expected frames [N, T, F] and labels [N, C] for the same N, got "
+                             f"{tuple(self.frames.shape)} and {tuple(self.labels.shape)}")
+        for name, cache in self.teachers.items():
+            if cache.embeddings.dim() != 3 or len(cache.embeddings) != len(self):
+                raise ValueError(f"teacher {name!r}: expected embeddings [{len(self)}, T, D], "
+                                 f"got {tuple(cache.embeddings.shape)}")
+            if cache.logits is not None and cache.logits.shape != self.labels.shape:
+                raise ValueError(f"teacher {name!r}: expected logits {tuple(self.labels.shape)} (clips x classes), "
+                                 f"got {tuple(cache.logits.shape)}")
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def num_classes(self) -> int:
+        return self.labels.shape[1]
+
+    def subset(self, index: Sequence[int] | Tensor) -> EastSet:
+        index = torch.as_tensor(index, dtype=torch.long)
+        teachers = {name: TeacherCache(c.embeddings[index], c.hop_s, None if c.logits is None else c.logits[index])
+                    for name, c in self.teachers.items()}
+        return EastSet(self.frames[index], self.labels[index], teachers)
+
+    def with_teacher_logits(self, teacher: str, logits: Tensor) -> EastSet:
+        """A copy whose `teacher` carries `logits` (e.g. `probe.logits(...)`); this set is left as it is."""
+        self._cache(teacher)
+        teachers = dict(self.teachers)
+        teachers[teacher] = replace(self.teachers[teacher], logits=torch.as_tensor(logits, dtype=torch.float32))
+        return EastSet(self.frames, self.labels, teachers)
+
+    def _cache(self, teacher: str) -> TeacherCache:
+        if teacher not in self.teachers:
+            raise KeyError(f"no embeddings of teacher {teacher!r} in this split (it has {sorted(self.teachers)})")
+        return self.teachers[teacher]
+
+
+# --------------------------------------------------------------------------- the reference's recipe per task
+
+
+@dataclass(frozen=True)
+class TaskRecipe:
+    """What the reference does differently on its two datasets (methods.md §3.7-3.9)."""
+
+    dataset: str      # key of REG_LOSS_WEIGHTS
+    patience: int     # early-stopping epochs
+    lr_patience: int  # ReduceLROnPlateau epochs
+    freq_mask: int    # SpecAugment, mel bins
+    time_mask: int    # SpecAugment, frames
+    mixup: float      # Beta(a, a); 0: off
+
+
+TASK_RECIPES = {
+    "instruments": TaskRecipe("openmic", patience=15, lr_patience=8, freq_mask=48, time_mask=192, mixup=0.3),
+    "tagging": TaskRecipe("mtat", patience=12, lr_patience=5, freq_mask=0, time_mask=0, mixup=0.0),
+}
+
+
+def reference_lam(task: str, teacher: str | None) -> float:
+    """The reference's lam for a task and teacher (methods.md §3.7): OpenMIC 0.8 (PaSST, PANNs 0.9), MTAT 0.6.
+
+    Teachers the reference did not use (YAMNet, AST, any precomputed folder) get the VGGish/OpenL3 value.
+    """
+    weights = REG_LOSS_WEIGHTS[TASK_RECIPES[task].dataset]
+    return weights.get(teacher or "", weights["vggish"])
+
+
+def resolved(params: EastParams, name: str) -> float:
+    """`params.<name>`, or the reference's value for the task where it is None."""
+    value = getattr(params, name)
+    return getattr(TASK_RECIPES[params.task], name) if value is None else value
+
+
+def loss_weight(params: EastParams, mode: str, teacher: str | None) -> float:
+    """lam for `mode`: 0 for the student alone, else params.lam or the reference's."""
+    if mode == "student":
+        return 0.0
+    return params.lam if params.lam is not None else reference_lam(params.task, teacher)
+
+
+def effective_recipe(params: EastParams, mode: str, teacher: str | None) -> dict[str, float]:
+    """The values a run actually uses where `params` leaves them to the reference (for logging)."""
+    names = ("patience", "lr_patience", "freq_mask", "time_mask", "mixup")
+    return {"lam": loss_weight(params, mode, teacher), "kd_share": _kd_share(mode, params),
+            **{name: resolved(params, name) for name in names}}
+
+
+def _kd_share(mode: str, params: EastParams) -> float:
+    # KD alone is the reference's KDLoss as the whole regulariser; KD + EAsT mixes 0.3 KD + 0.7 dCor.
+    return {"student": 0.0, "east": 0.0, "kd": 1.0, "kd+east": params.kd_weight}[mode]
+
+
+# --------------------------------------------------------------------------- batches and losses
+
+
+@dataclass
+class Batch:
+    frames: Tensor
+    labels: Tensor
+    teacher_seq: Tensor | None = None
+    teacher_logits: Tensor | None = None
+
+
+def batch_slices(n: int, size: int) -> list[slice]:
+    """Consecutive batches of `size`; a last batch of one clip joins the one before: a distance correlation
+    over one clip is undefined (methods.md §3.6 computes it across the batch)."""
+    starts = list(range(0, n, size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return [slice(start, end) for start, end in zip(starts, [*starts[1:], n], strict=True)]
+
+
+def gather(data: EastSet, index: Tensor, teacher: str | None, device: torch.device) -> Batch:
+    cache = data.teachers[teacher] if teacher else None
+    return Batch(
+        data.frames[index].to(device), data.labels[index].to(device),
+        None if cache is None else cache.embeddings[index].to(device),
+        None if cache is None or cache.logits is None else cache.logits[index].to(device),
+    )
+
+
+def mix_labels(first: Tensor, second: Tensor, weight: Tensor) -> Tensor:
+    """The reference's mixup of masked labels (methods.md §3.8): unannotated entries count as 0 and an entry
+    is annotated when it is in either clip (the union of the masks)."""
+    annotated = ~torch.isnan(first) | ~torch.isnan(second)
+    mixed = weight * first.nan_to_num(0.0) + (1.0 - weight) * second.nan_to_num(0.0)
+    return torch.where(annotated, mixed, torch.full_like(mixed, float("nan")))
+
+
+def mixup(batch: Batch, partner: Batch, weight: Tensor) -> Batch:
+    """Mix each clip with a partner by its own weight in [0.5, 1]: frames, labels, teacher embeddings and,
+    since the probe is linear in the time-mean embedding, exactly its logits on the mixed embedding."""
+
+    def mix(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+        if a is None or b is None:
+            return None
+        w = weight.view(-1, *([1] * (a.dim() - 1)))
+        return w * a + (1.0 - w) * b
+
+    return Batch(mix(batch.frames, partner.frames), mix_labels(batch.labels, partner.labels, weight[:, None]),
+                 mix(batch.teacher_seq, partner.teacher_seq), mix(batch.teacher_logits, partner.teacher_logits))
+
+
+def loss_parts(student: nn.Module, batch: Batch, mode: str, lam: float, params: EastParams,
+               teacher_hop: float | None) -> tuple[dict[str, Tensor], Tensor]:
+    """Forward the student and compose the loss of `mode` -> (parts, logits).
+
+    With a teacher in "student" or "kd" mode, the EAsT term is still computed, on detached features, so its
+    value can be watched without pulling on the student.
+    """
+    with autocast(batch.frames.device, params.precision):
+        logits, features = student.forward_features(batch.frames)
+    logits, features = logits.float(), features.float()
+    if batch.teacher_seq is None:
+        bce = masked_bce(logits, batch.labels)
+        return {"prediction": bce, "total": bce}, logits
+    tied = features if mode in ("east", "kd+east") else features.detach()
+    parts = east_loss_parts(logits, batch.labels, tied, batch.teacher_seq, lam,
+                            teacher_logits=batch.teacher_logits, kd_weight=_kd_share(mode, params), tau=params.tau,
+                            student_hop=student.feature_hop_s, teacher_hop=teacher_hop)
+    return parts, logits
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@torch.no_grad()
+def evaluate_student(student: nn.Module, data: EastSet, mode: str, teacher: str | None, lam: float,
+                     params: EastParams) -> tuple[dict[str, float], dict[str, float]]:
+    """(metrics, mean loss parts) on a split, in fixed batches of `batch_size` with no augmentation.
+
+    `dcor` is the mean student-teacher distance correlation across those batches (1 - the EAsT term).
+    """
+    student.eval()
+    device = _device(student)
+    hop = data.teachers[teacher].hop_s if teacher else None
+    sums: dict[str, float] = {}
+    probs = []
+    for part in batch_slices(len(data), params.batch_size):
+        index = torch.arange(part.start, part.stop)
+        parts, logits = loss_parts(student, gather(data, index, teacher, device), mode, lam, params, hop)
+        for key, value in parts.items():
+            sums[key] = sums.get(key, 0.0) + value.item() * len(index)
+        probs.append(torch.sigmoid(logits).cpu())
+    losses = {key: total / len(data) for key, total in sums.items()}
+    if "east" in losses:
+        losses["dcor"] = 1.0 - losses["east"]
+    classes = [str(k) for k in range(data.num_classes)]
+    metrics, _ = evaluate_probs(torch.cat(probs).numpy(), data.labels.numpy(), classes, params.threshold)
+    return metrics, losses
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _check_inputs(student: nn.Module, train: EastSet, valid: EastSet, mode: str, teacher: str | None) -> None:
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
+    if mode in TEACHER_MODES and teacher is None:
+        raise ValueError(f"mode {mode!r} trains against a teacher: pass teacher=<name>")
+    if student.head.out_features != train.num_classes or valid.num_classes != train.num_classes:
+        raise ValueError(f"the student predicts {student.head.out_features} classes; train has "
+                         f"{train.num_classes}, valid {valid.num_classes}")
+    if len(train) < 2 or len(valid) < 2:
+        raise ValueError(f"need at least 2 clips per split (the regulariser compares clips), got "
+                         f"{len(train)} train and {len(valid)} valid")
+    if teacher is None:
+        return
+    for split, data in (("train", train), ("valid", valid)):
+        cache = data._cache(teacher)
+        if mode in ("kd", "kd+east") and cache.logits is None:
+            raise ValueError(
+                f"mode {mode!r} distils the teacher's logits on the target classes, but the {split} split has "
+                f"none for {teacher!r}: fit a probe (fit_probe) and attach its logits with "
+                f"{split}.with_teacher_logits({teacher!r}, probe.logits(...)), for train and valid")
+
+
+class _Epoch:
+    """One pass over the training split: shuffled batches, SpecAugment, mixup, clipped Adam steps."""
+
+    def __init__(self, student, train: EastSet, mode: str, teacher: str | None, lam: float, params: EastParams,
+                 optimiser: torch.optim.Optimizer, rng: np.random.Generator) -> None:
+        self.student, self.train, self.mode, self.teacher = student, train, mode, teacher
+        self.lam, self.params, self.optimiser, self.rng = lam, params, optimiser, rng
+        self.device = _device(student)
+        self.hop = train.teachers[teacher].hop_s if teacher else None
+        # The reference masks the log-mel with 0 before normalising it (methods.md §3.8): (0 - mean) / std here.
+        fill = (0.0 - NORM_MEAN) / NORM_STD
+        self.augment = SpecAugment(int(resolved(params, "freq_mask")), int(resolved(params, "time_mask")), fill)
+        self.mixup_alpha = float(resolved(params, "mixup"))
+
+    def batch(self, index: np.ndarray) -> Batch:
+        batch = gather(self.train, torch.from_numpy(index), self.teacher, self.device)
+        if not self.mixup_alpha:
+            return replace(batch, frames=self.augment(batch.frames))
+        # Per clip, as the reference's dataset does: a partner drawn from the whole split, weight max(l, 1 - l).
+        partner = gather(self.train, torch.from_numpy(self.rng.integers(0, len(self.train), len(index))),
+                         self.teacher, self.device)
+        weight = self.rng.beta(self.mixup_alpha, self.mixup_alpha, len(index))
+        weight = torch.from_numpy(np.maximum(weight, 1.0 - weight)).float().to(self.device)
+        both = self.augment(torch.cat([batch.frames, partner.frames]))  # masks per clip, before mixing
+        batch, partner = replace(batch, frames=both[: len(index)]), replace(partner, frames=both[len(index):])
+        return mixup(batch, partner, weight)
+
+    def run(self) -> dict[str, float]:
+        self.student.train()
+        order = self.rng.permutation(len(self.train))
+        sums: dict[str, float] = {}
+        for part in batch_slices(len(order), self.params.batch_size):
+            parts, _ = loss_parts(self.student, self.batch(order[part]), self.mode, self.lam, self.params, self.hop)
+            self.optimiser.zero_grad(set_to_none=True)
+            parts["total"].backward()
+            if self.params.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.params.grad_clip)
+            self.optimiser.step()
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0.0) + value.item() * (part.stop - part.start)
+        return {key: total / len(order) for key, total in sums.items()}
+
+
+def fit_student(
+    student: nn.Module,
+    train: EastSet,
+    valid: EastSet,
+    params: EastParams,
+    seed: int,
+    mode: str = "east",
+    teacher: str | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    checkpoints: Checkpoints | None = None,
+    resume: bool = False,
+) -> FitResult:
+    """Train `student` (already on its device) in place; on return it holds the best valid-mAP epoch's weights.
+
+    `mode`: "student" (BCE), "kd", "east" or "kd+east" (see the module docstring); `teacher` names the
+    `EastSet.teachers` entry to learn from; in "student" mode it is only watched (history's east/dcor). KD
+    needs the teacher's logits on train and valid (`fit_probe`, `EastSet.with_teacher_logits`). Each
+    history row holds the train and valid loss terms (`*_loss` is the total, `*_regulariser` what lam
+    weighs, `*_east` 1 - dCor, `*_kd`), `valid_dcor`, the valid metrics, lr and seconds. With `checkpoints`
+    every finished epoch is saved; `resume=True` continues from the newest and ends exactly as the
+    uninterrupted run would have.
+    """
+    _check_inputs(student, train, valid, mode, teacher)
+    lam = loss_weight(params, mode, teacher)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)  # batch order and mixup; torch's stream drives SpecAugment and dropout
+    optimiser = torch.optim.Adam(student.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimiser, mode="min", factor=params.lr_factor, patience=int(resolved(params, "lr_patience")))
+    patience = int(resolved(params, "patience"))
+    epoch_pass = _Epoch(student, train, mode, teacher, lam, params, optimiser, rng)
+    state, first_epoch = _Progress(), 1
+    saved = checkpoints.latest() if (checkpoints and resume) else None
+    if saved is not None:
+        first_epoch = _restore(saved, student, optimiser, scheduler, rng, state)
+    for epoch in range(first_epoch, params.epochs + 1):
+        if patience and state.since_best >= patience:
+            state.result.stopped_early = True
+            break
+        started = time.perf_counter()
+        train_losses = epoch_pass.run()
+        valid_metrics, valid_losses = evaluate_student(student, valid, mode, teacher, lam, params)
+        scheduler.step(valid_losses["total"])  # the reference's monitor: val/loss/total
+        row = _history_row(epoch, train_losses, valid_losses, valid_metrics)
+        row |= {"lr": optimiser.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - started}
+        state.result.history.append(row)
+        _keep_if_best(state, student, epoch, valid_metrics, valid_losses["total"])
+        if checkpoints is not None:
+            checkpoints.save(epoch, _snapshot(student, optimiser, scheduler, rng, state))
+        if on_epoch:
+            on_epoch(row)
+    if state.best_state is not None:
+        student.load_state_dict(state.best_state, strict=False)
+    return state.result
+
+
+def _history_row(epoch: int, train: dict[str, float], valid: dict[str, float], metrics: dict[str, float]) -> dict:
+    def named(split: str, losses: dict[str, float]) -> dict[str, float]:
+        return {f"{split}_{'loss' if key == 'total' else key}": value for key, value in losses.items()}
+
+    return {"epoch": epoch, **named("train", train), **named("valid", valid),
+            **{f"valid_{key}": value for key, value in metrics.items()}}
+
+
+def _keep_if_best(state: _Progress, student: nn.Module, epoch: int, metrics: dict[str, float], loss: float) -> None:
+    """Model selection on valid mAP (on the loss only while no class has both label kinds)."""
+    score = metrics["mAP"] if not np.isnan(metrics["mAP"]) else -loss
+    if score > state.best_score:
+        state.best_score, state.since_best = score, 0
+        state.result.best_epoch, state.result.best_valid = epoch, metrics
+        state.best_state = _trainable_state(student)
+    else:
+        state.since_best += 1
+
+
+# --------------------------------------------------------------------------- inference
+
+
+def predict_student(student: nn.Module, frames: Tensor, batch_size: int = 16, precision: str = "fp32") -> np.ndarray:
+    """Class probabilities [N, C] of a student on front-end frames [N, T, F] (eval mode, no gradients)."""
+    if len(frames) == 0:
+        return np.zeros((0, student.head.out_features), dtype=np.float32)
+    return predict_probs(student, frames, batch_size=batch_size, precision=precision)
+
+
+@torch.inference_mode()
+def inference_ms_per_clip(model: nn.Module, frames: Tensor, batch_size: int = 1, precision: str = "fp32",
+                          warmup: int = 2) -> float:
+    """Wall-clock milliseconds per clip of `model.forward_spectrogram` on `frames`, on the model's device.
+
+    `warmup` batches run first and are not timed (allocator, cuDNN autotuning); CUDA is synchronised around
+    the timed loop, so the figure is the whole forward pass, not its launch.
+    """
+    if len(frames) == 0:
+        raise ValueError("no clips to time")
+    model.eval()
+    device = _device(model)
+    batches = [frames[i : i + batch_size].to(device) for i in range(0, len(frames), batch_size)]
+    with autocast(device, precision):
+        for batch in batches[:warmup]:
+            model.forward_spectrogram(batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        for batch in batches:
+            model.forward_spectrogram(batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    return (time.perf_counter() - started) * 1000.0 / len(frames)
+
+
+# --------------------------------------------------------------------------- teacher + logistic regression
+
+
+@dataclass
+class LinearProbe:
+    """logits = mean_t(embedding) @ weight.T + bias: the reference's `PretrainedFeatureClassifier`
+    (methods.md §3.4), fitted here by scikit-learn's logistic regression."""
+
+    weight: np.ndarray  # [C, D]
+    bias: np.ndarray    # [C]
+
+    def logits(self, embeddings: Tensor | np.ndarray) -> Tensor:
+        """[N, T, D] sequences (or [N, D] clip vectors) -> logits [N, C], float32 on the CPU."""
+        pooled = _time_mean(embeddings)
+        return torch.from_numpy((pooled @ self.weight.T + self.bias).astype(np.float32))
+
+    def probs(self, embeddings: Tensor | np.ndarray) -> np.ndarray:
+        return torch.sigmoid(self.logits(embeddings)).numpy()
+
+
+def _time_mean(embeddings: Tensor | np.ndarray) -> np.ndarray:
+    array = embeddings.detach().cpu().numpy() if isinstance(embeddings, Tensor) else np.asarray(embeddings)
+    if array.ndim == 3:
+        array = array.mean(axis=1)
+    if array.ndim != 2:
+        raise ValueError(f"expected embeddings [N, T, D] or [N, D], got shape {array.shape}")
+    return array.astype(np.float64)
+
+
+def fit_probe(train_embeddings: Tensor | np.ndarray, train_labels: Tensor | np.ndarray, threshold: float = 0.5,
+              c: float = 1.0, max_iter: int = 2000) -> LinearProbe:
+    """The "teacher + logistic regression" baseline: one L2 logistic regression per class on the time-mean
+    embedding, fitted on that class's annotated clips (labels >= threshold are positive).
+
+    Features are standardised for the solver and the scaling folded back into the weights, so the probe
+    stays one linear map of the embedding. A class whose annotated clips are all of one kind (or that has
+    none) gets a constant: the logit of its smoothed positive rate (pos + 0.5) / (n + 1), 0 without labels.
+    """
+    from sklearn.linear_model import LogisticRegression  # scikit-learn only where a probe is fitted
+
+    x = _time_mean(train_embeddings)
+    labels = train_labels.numpy() if isinstance(train_labels, Tensor) else np.asarray(train_labels)
+    if len(x) != len(labels):
+        raise ValueError(f"{len(x)} embeddings but {len(labels)} label rows")
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale == 0] = 1.0
+    z = (x - mean) / scale
+    weight = np.zeros((labels.shape[1], x.shape[1]))
+    bias = np.zeros(labels.shape[1])
+    for k in range(labels.shape[1]):
+        annotated = ~np.isnan(labels[:, k])
+        y = (labels[annotated, k] >= threshold).astype(int)
+        if 0 < y.sum() < len(y):
+            model = LogisticRegression(C=c, max_iter=max_iter).fit(z[annotated], y)
+            weight[k] = model.coef_[0] / scale
+            bias[k] = model.intercept_[0] - weight[k] @ mean
+        else:
+            rate = (y.sum() + 0.5) / (len(y) + 1.0)
+            bias[k] = np.log(rate / (1.0 - rate))
+    return LinearProbe(weight, bias)
