@@ -1,7 +1,8 @@
 """Feature and embedding precomputation as mapped Prefect tasks, on threads or on a Dask cluster.
 
 Each task fills the content-addressed cache (artifacts/cache) for a chunk of clips of data/: the
-training front end's frames, audio descriptors and YAMNet embeddings. Training and monitoring then read
+training front end's frames, audio descriptors and YAMNet embeddings, and (`teachers`) the EAsT teachers'
+embedding sequences. Training and monitoring then read
 them back instead of decoding again. With `task_runner="dask"` the chunks run on a Dask cluster through
 prefect-dask: a LocalCluster by default, or the scheduler at `dask_address` (the same code at scale).
 """
@@ -28,6 +29,13 @@ def featurize_chunk(root: str, overrides: dict[str, Any], paths: list[str]) -> d
     return steps.precompute_clips(Settings.load(root, **overrides), paths)
 
 
+@task(name="teacher-chunk", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def teacher_chunk(root: str, overrides: dict[str, Any], teacher: str, paths: list[str]) -> dict[str, Any]:
+    from mirops import steps_east
+
+    return steps_east.precompute_teacher(Settings.load(root, **overrides), teacher, paths)
+
+
 def task_runner_for(name: str, workers: int, dask_address: str | None = None):
     if name == "thread":
         from prefect.task_runners import ThreadPoolTaskRunner
@@ -45,22 +53,33 @@ def task_runner_for(name: str, workers: int, dask_address: str | None = None):
 
 
 @flow(name="mirops-precompute")
-def precompute(root: str = ".", overrides: dict[str, Any] | None = None, chunk_size: int = 32) -> dict[str, Any]:
-    """Map `featurize_chunk` over the clips of data/; returns totals and the clips that failed."""
+def precompute(root: str = ".", overrides: dict[str, Any] | None = None, chunk_size: int = 32,
+               teachers: list[str] | None = None) -> dict[str, Any]:
+    """Map `featurize_chunk` over the clips of data/ (and `teacher_chunk` per EAsT teacher in `teachers`);
+    returns totals and the clips that failed."""
     settings = Settings.load(root, **(overrides or {}))
     df, _ = read_manifest(settings.data_dir)
     paths = list(df["path"])
     chunks = [paths[i : i + chunk_size] for i in range(0, len(paths), chunk_size)]
     futures = featurize_chunk.map(unmapped(str(settings.root)), unmapped(overrides or {}), chunks)
-    totals: dict[str, Any] = {"clips": 0, "ok": 0, "chunks": len(chunks), "failed": {}}
+    for teacher in teachers or []:
+        futures += teacher_chunk.map(unmapped(str(settings.root)), unmapped(overrides or {}), unmapped(teacher),
+                                     chunks)
+    totals: dict[str, Any] = {"clips": 0, "ok": 0, "chunks": len(chunks), "failed": {}, "teachers": teachers or []}
     with Progress(console=steps.console, transient=True) as bar:
-        progress = bar.add_task(f"precomputing features of {len(paths)} clips", total=len(paths))
+        progress = bar.add_task(f"precomputing features of {len(paths)} clips"
+                                + (f" and {', '.join(teachers)} embeddings" if teachers else ""),
+                                total=len(paths) * (1 + len(teachers or [])))
         for future in as_completed(futures):
             done = future.result()
+            bar.advance(progress, done["clips"])
+            if "teacher" in done:  # counted apart: the clip totals are the data's
+                by_teacher = totals.setdefault("teacher_ok", {})
+                by_teacher[done["teacher"]] = by_teacher.get(done["teacher"], 0) + done["ok"]
+                continue
             totals["clips"] += done["clips"]
             totals["ok"] += done["ok"]
             totals["failed"].update(done["failed"])
-            bar.advance(progress, done["clips"])
     totals["dataset_version"] = _version_or_none(settings)
     totals["frontend"] = {"clip_seconds": settings.train.clip_seconds, "crop": settings.ingest.crop}
     # The cache is keyed by content (shared across versions); this record ties the features to the version.
@@ -79,7 +98,8 @@ def _version_or_none(settings: Settings) -> str | None:
 
 
 def run_precompute(root: str, overrides: dict[str, Any] | None = None, task_runner: str = "thread",
-                   workers: int = 2, dask_address: str | None = None, chunk_size: int = 32) -> dict[str, Any]:
+                   workers: int = 2, dask_address: str | None = None, chunk_size: int = 32,
+                   teachers: list[str] | None = None) -> dict[str, Any]:
     """The flow with the chosen task runner (a flow's runner is fixed per call, so it is set here)."""
     runner = task_runner_for(task_runner, workers, dask_address)
-    return precompute.with_options(task_runner=runner)(root, overrides, chunk_size)
+    return precompute.with_options(task_runner=runner)(root, overrides, chunk_size, teachers)

@@ -59,6 +59,17 @@ def tiny_project(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TINY demo project, rendered and versioned once for the training tests that only read its data."""
+    from tests.test_cli import mirops
+
+    root = make_project(tmp_path_factory.mktemp("demo") / "p")
+    mirops(root, "data", "demo")
+    mirops(root, "data", "version", "--no-commit")
+    return root
+
+
+@pytest.fixture(scope="session")
 def prefect_api():
     """One temporary Prefect API for the whole session (starting one costs seconds)."""
     from prefect.testing.utilities import prefect_test_harness

@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 
 from mirops.config import Settings
 from mirops.registry import tracking
-from tests.conftest import make_project, needs_soundfonts
+from tests.conftest import needs_soundfonts
 from tests.test_cli import BIN, mirops
 
 CLASSES = 4  # TINY's demo classes
@@ -22,14 +22,6 @@ PAPER_VARIANTS = ["backbone-map", "cnn-only", "unet-only", "cnn-backbone-fc", "u
 def head(dim: int) -> int:
     """LayerNorm + Linear on a `dim`-d embedding (methods.md §1.5: 16,916 for 768 → 20)."""
     return 2 * dim + dim * CLASSES + CLASSES
-
-
-@pytest.fixture(scope="module")
-def demo_project(tmp_path_factory) -> Path:
-    root = make_project(tmp_path_factory.mktemp("grid") / "p")
-    mirops(root, "data", "demo")
-    mirops(root, "data", "version", "--no-commit")
-    return root
 
 
 def grid_runs(root: Path, parent_id: str) -> dict[str, object]:

@@ -125,8 +125,9 @@ def cmd_data_precompute(args):
     from flows.precompute import run_precompute
 
     settings = _settings(args)
+    teachers = settings.east.teachers if args.teachers == "east" else [t for t in (args.teachers or "").split(",") if t]
     _emit(args, run_precompute(str(settings.root), _overrides(args), args.task_runner,
-                               args.workers or settings.ingest.workers, args.dask_address))
+                               args.workers or settings.ingest.workers, args.dask_address, teachers=teachers))
 
 
 def cmd_audit(args):
@@ -147,8 +148,14 @@ def cmd_audit(args):
 def cmd_train(args):
     from mirops import steps
 
-    if args.family != "reprogram":
-        raise SystemExit(f"mirops train {args.family}: not available yet (only `reprogram`)")
+    if args.family == "east":
+        from mirops import steps_east
+
+        if args.grid:
+            _emit(args, steps_east.train_east_grid(_settings(args), args.grid, resume=args.resume))
+        else:
+            _emit(args, {"run_id": steps_east.train_east(_settings(args), resume=args.resume)})
+        return
     if args.grid:
         _emit(args, steps.train_grid(_settings(args), args.grid, resume=args.resume))
     else:
@@ -282,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--workers", type=int, default=None, help="threads or Dask worker processes")
     pre.add_argument("--dask-address", default=None, help="scheduler of an existing Dask cluster (default: a "
                      "LocalCluster)")
+    pre.add_argument("--teachers", default=None, help="also the EAsT teachers' embeddings: a comma-separated list "
+                     "(yamnet,ast,...) or `east` for east.teachers")
     pre.set_defaults(func=cmd_data_precompute)
 
     aud = sub.add_parser("audit", help="run the Great Expectations suites; exit 1 on a critical failure")
@@ -291,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model, log it to MLflow, print the run id")
     train.add_argument("family", choices=["reprogram", "east"])
     train.add_argument("--grid", choices=sorted(GRIDS),
-                       help="train every variant of a grid (paper: Chen & Lerch's ablation) under one parent run")
+                       help="train every variant of a grid under one parent run (reprogram paper: Chen & Lerch's "
+                            "ablation; east paper: student, probe, KD, EAsT, KD + EAsT per teacher)")
     train.add_argument("--preset", choices=sorted(TRAIN_PRESETS),
                        help="training recipe: reference (Chen & Lerch: lr 1e-5, batch 4, 30 epochs) or tuned "
                             "(small data); --set overrides single values")

@@ -139,6 +139,7 @@ class EastParams(BaseModel):
     task: str = Field("instruments", pattern="^(instruments|tagging)$")
     student: str = Field("cp_resnet", pattern="^(cp_resnet|mobile_fcn)$")
     student_options: dict[str, Any] = Field(default_factory=dict)  # e.g. rho, base_channels (build_student)
+    mode: str = Field("east", pattern="^(student|kd|east|kd\\+east)$")  # `mirops train east` without --grid
     teachers: list[str] = Field(default_factory=lambda: ["yamnet"])
     teacher_sources: dict[str, str] = Field(default_factory=dict)  # teacher -> ONNX file, hub id or .npy folder
     lam: float | None = Field(None, ge=0.0, le=1.0)  # weight of the regulariser; None: the reference's

@@ -61,6 +61,21 @@ def grid_per_class(per_class: dict[str, dict[str, float]], title: str = ""):
     return fig
 
 
+def metric_bars(table, label: str, metrics: tuple[str, ...], title: str = ""):
+    """One group of bars per row of `table` (e.g. per model variant), one bar per metric."""
+    names = list(table[label])
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names)), 3.5))
+    width = 0.8 / len(metrics)
+    for i, metric in enumerate(metrics):
+        ax.bar([x + i * width for x in range(len(names))], table[metric], width, label=metric)
+    ax.set_xticks([x + width * (len(metrics) - 1) / 2 for x in range(len(names))], names, rotation=30, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
 def _class_bars(ax, table, column: str, by: str = "split") -> None:
     classes = list(dict.fromkeys(table["class"]))
     groups = list(dict.fromkeys(table[by])) if by in table else [None]

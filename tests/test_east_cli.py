@@ -1,0 +1,84 @@
+"""EAsT through the CLI: teacher embeddings precomputed once, the paper's comparison, a served student."""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from mirops.config import Settings
+from mirops.models.students import build_student
+from mirops.registry import models, tracking
+from tests.conftest import needs_soundfonts
+from tests.test_cli import mirops
+
+# A small CP-ResNet on 3 s clips: the loop and the bookkeeping are what is under test, not the accuracy.
+SMALL = ["--set", 'east.student_options={"rho": 2, "base_channels": 16}', "--set", "east.clip_seconds=3",
+         "--set", "east.epochs=2"]
+CLASSES = 4
+
+
+def teacher_files(root: Path) -> set[Path]:
+    return set((root / "artifacts" / "cache" / "teacher").rglob("*.npy"))
+
+
+@needs_soundfonts
+def test_teacher_embeddings_are_precomputed_as_mapped_tasks_then_reused(demo_project):
+    done = json.loads(mirops(demo_project, "data", "precompute", "--teachers", "yamnet", *SMALL[2:4],
+                             "--json").stdout)
+    assert done["teacher_ok"] == {"yamnet": done["clips"]} and done["ok"] == done["clips"] > 0
+    cached = teacher_files(demo_project)
+    assert len(cached) == done["clips"]
+    one = np.load(next(iter(cached)))
+    assert one.shape == (6, 1024)  # 3 s = 300 frames: 0.96 s patches every 0.48 s, the last one padded
+
+    run_id = json.loads(mirops(demo_project, "train", "east", *SMALL, "--json").stdout)["run_id"]
+    assert teacher_files(demo_project) == cached  # training read them, computed nothing new
+
+    tracking.setup(Settings.load(demo_project))
+    run = MlflowClient().get_run(run_id)
+    assert run.data.tags["mirops.family"] == "east" and run.data.params["east.mode"] == "east"
+    assert run.data.params["recipe.lam"] == "0.8"  # the reference's lambda for instruments
+    student = models.load_model(models.model_uri_of_run(run_id))
+    assert run.data.metrics["params_trainable"] == sum(
+        p.numel() for p in build_student("cp_resnet", CLASSES, rho=2, base_channels=16).parameters())
+    with torch.no_grad():
+        logits = student(torch.zeros(2, student.sample_rate * 3))
+    assert logits.shape == (2, CLASSES) and student.classes == Settings.load(demo_project).demo.classes
+
+
+@needs_soundfonts
+def test_east_paper_grid_compares_student_probe_kd_east(demo_project):
+    summary = json.loads(mirops(demo_project, "train", "east", "--grid", "paper", *SMALL, "--json").stdout)
+    rows = {row["variant"]: row for row in summary["rows"]}
+    assert list(rows) == ["student", "probe-yamnet", "kd-yamnet", "east-yamnet", "kd+east-yamnet"]
+    assert rows["probe-yamnet"]["params"] == 1024 * CLASSES + CLASSES  # logistic regression on the embedding
+    students = [rows[v] for v in ("student", "kd-yamnet", "east-yamnet", "kd+east-yamnet")]
+    assert len({row["params"] for row in students}) == 1  # the same student, four ways of training it
+    assert all(row["inference_ms_per_clip"] > 0 for row in students)
+    assert all(0.0 <= row["test_mAP"] <= 1.0 for row in rows.values())
+
+    tracking.setup(Settings.load(demo_project))
+    client = MlflowClient()
+    parent = client.get_run(summary["run_id"])
+    files = {f.path for f in client.list_artifacts(summary["run_id"])}
+    assert {"east_summary.md", "east_summary.csv"} <= files
+    assert [f.path for f in client.list_artifacts(summary["run_id"], "plots")] == ["plots/east_comparison.png"]
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{summary['run_id']}'")
+    assert sorted(run.info.run_name for run in children) == sorted(rows)
+    east = next(run for run in children if run.info.run_name == "east-yamnet")
+    assert "valid_dcor" in east.data.metrics and "train_east" in east.data.metrics  # the regulariser is logged
+
+
+@pytest.mark.parametrize("mode", ["kd", "east", "kd+east"])
+def test_a_teacher_mode_without_a_teacher_is_refused_before_any_work(tmp_path, mode):
+    from mirops import steps_east
+    from tests.conftest import make_project
+
+    root = make_project(tmp_path / "p", {"east": {"mode": mode, "teachers": []}})
+    with pytest.raises(ValueError, match=re.escape(f"east.mode {mode} needs a teacher")):
+        steps_east.train_east(Settings.load(root))
