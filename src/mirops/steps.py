@@ -373,18 +373,17 @@ def _checkpoints(settings: Settings, name: str, dataset_version: str, **extra: A
     return Checkpoints(settings.artifacts_dir / "train" / "checkpoints" / f"{name}-{key}", key)
 
 
-def _fit_logged(model, sets: dict, settings: Settings, checkpoints, resume: bool, what: str):
-    """`fit` with a progress bar and per-epoch MLflow metrics on the active run; returns (result, seconds)."""
+def _fit_logged(run_fit, epochs: int, checkpoints, what: str):
+    """Run `run_fit(on_epoch)` (a training loop returning a FitResult) with a progress bar and per-epoch MLflow
+    metrics on the active run, then log the best epoch, curves and history; returns (result, seconds)."""
     import mlflow
     from rich.progress import Progress
 
     from mirops import plots
-    from mirops.train.reprogram import fit
 
-    p = settings.train
     started = time.perf_counter()
     with Progress(console=console, transient=True) as bar:
-        task = bar.add_task(f"training {what}", total=p.epochs)
+        task = bar.add_task(f"training {what}", total=epochs)
 
         def on_epoch(row: dict[str, float]) -> None:
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch" and np.isfinite(v)},
@@ -392,19 +391,25 @@ def _fit_logged(model, sets: dict, settings: Settings, checkpoints, resume: bool
             bar.update(task, completed=row["epoch"],
                        description=f"{what}: epoch {row['epoch']} valid mAP {row['valid_mAP']:.3f}")
 
-        result = fit(model, sets["train"], sets["valid"], p, settings.seed, on_epoch=on_epoch,
-                     checkpoints=checkpoints, resume=resume)
+        result = run_fit(on_epoch)
     if result.resumed_from:
         console.print(f"{what}: resumed after epoch {result.resumed_from} from {checkpoints.folder}")
     if result.stopped_early:
-        console.print(f"{what}: stopped early after epoch {result.history[-1]['epoch']} "
-                      f"(no better valid mAP for {p.patience} epochs)")
+        console.print(f"{what}: stopped early after epoch {result.history[-1]['epoch']} (valid mAP stopped improving)")
     mlflow.log_metrics({"best_epoch": result.best_epoch, "stopped_early": int(result.stopped_early)}
                        | {f"best_valid_{k}": v for k, v in result.best_valid.items() if np.isfinite(v)})
     if any("train_loss" in row for row in result.history):
         _log_figure(plots.training_curves(result.history), "plots/training_curves.png")
     mlflow.log_dict(result.history, "history.json")
     return result, time.perf_counter() - started
+
+
+def _fit_reprogram(model, sets: dict, settings: Settings, checkpoints, resume: bool, what: str):
+    from mirops.train.reprogram import fit
+
+    return _fit_logged(lambda on_epoch: fit(model, sets["train"], sets["valid"], settings.train, settings.seed,
+                                            on_epoch=on_epoch, checkpoints=checkpoints, resume=resume),
+                       settings.train.epochs, checkpoints, what)
 
 
 def _log_figure(fig, artifact_file: str) -> None:
@@ -460,7 +465,7 @@ def train(settings: Settings, dataset_version: str | None = None, audit_run_id: 
                                 "clips_skipped": skipped})
             mlflow.set_tags(audit_tags | {"mirops.device": str(device), "mirops.checkpoints": str(checkpoints.folder)})
         checkpoints.write_meta(run_id=active.info.run_id)
-        result, _ = _fit_logged(model, sets, settings, checkpoints, resume, name)
+        result, _ = _fit_reprogram(model, sets, settings, checkpoints, resume, name)
         model_uri = models.log_model(model.cpu(), len(spec.classes), SAMPLE_RATE)  # logged from the CPU
         run_id = active.info.run_id
     checkpoints.write_meta(finished=True)
@@ -535,7 +540,7 @@ def train_grid(settings: Settings, grid: str = "paper", dataset_version: str | N
                     mlflow.set_tags({"mirops.grid": grid, "mirops.variant": variant.name,
                                      "mirops.parent_run_id": parent.info.run_id})
                 checkpoints.write_meta(run_id=child.info.run_id)
-                result, seconds = _fit_logged(model, sets, settings, checkpoints, resume, variant.name)
+                result, seconds = _fit_reprogram(model, sets, settings, checkpoints, resume, variant.name)
                 test, per_class = evaluate_probs(predict_probs(model, sets["test"].specs, precision=p.precision),
                                                  sets["test"].labels.numpy(), spec.classes, p.threshold)
                 mlflow.log_metrics({f"test_{k}": v for k, v in test.items() if np.isfinite(v)})

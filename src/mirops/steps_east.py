@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from mirops.data.manifest import read_manifest
 from mirops.steps import (
     _audit_outcome,
     _checkpoints,
+    _fit_logged,
     _log_figure,
     _split,
     clip_loader,
@@ -144,34 +144,18 @@ def _fit_one(settings: Settings, sets: dict, classes: list[str], mode: str, teac
              resume: bool, what: str):
     """Train one student in the active MLflow run; returns (student, FitResult, seconds)."""
     import mlflow
-    from rich.progress import Progress
 
-    from mirops import plots
     from mirops.train.east import effective_recipe, fit_student
     from mirops.train.reprogram import resolve_device
 
     p = settings.east
     student = _student(settings, classes).to(resolve_device(p.device))
     mlflow.log_params({f"recipe.{k}": v for k, v in effective_recipe(p, mode, teacher).items()})
-    started = time.perf_counter()
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task(f"training {what}", total=p.epochs)
-
-        def on_epoch(row: dict[str, float]) -> None:
-            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch" and np.isfinite(v)},
-                               step=int(row["epoch"]))
-            bar.update(task, completed=row["epoch"],
-                       description=f"{what}: epoch {row['epoch']} valid mAP {row['valid_mAP']:.3f}")
-
-        result = fit_student(student, sets["train"], sets["valid"], p, settings.seed, mode=mode, teacher=teacher,
-                             on_epoch=on_epoch, checkpoints=checkpoints, resume=resume)
-    if result.resumed_from:
-        console.print(f"{what}: resumed after epoch {result.resumed_from} from {checkpoints.folder}")
-    mlflow.log_metrics({"best_epoch": result.best_epoch, "stopped_early": int(result.stopped_early)}
-                       | {f"best_valid_{k}": v for k, v in result.best_valid.items() if np.isfinite(v)})
-    _log_figure(plots.training_curves(result.history), "plots/training_curves.png")
-    mlflow.log_dict(result.history, "history.json")
-    return student, result, time.perf_counter() - started
+    result, seconds = _fit_logged(
+        lambda on_epoch: fit_student(student, sets["train"], sets["valid"], p, settings.seed, mode=mode,
+                                     teacher=teacher, on_epoch=on_epoch, checkpoints=checkpoints, resume=resume),
+        p.epochs, checkpoints, what)
+    return student, result, seconds
 
 
 def _test_row(student_or_probe, sets: dict, classes: list[str], settings: Settings, teacher: str | None,
