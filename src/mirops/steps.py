@@ -362,13 +362,14 @@ def _spec_sets(settings: Settings, frontend, splits: tuple[str, ...]) -> tuple[d
     return sets, parts, skipped
 
 
-def _checkpoints(settings: Settings, name: str, dataset_version: str, **extra: Any):
-    """The checkpoint folder of a training configuration: same settings and data, same folder (so --resume
-    finds it), anything else a new one."""
+def _checkpoints(settings: Settings, name: str, dataset_version: str, params=None, **extra: Any):
+    """The checkpoint folder of a training configuration (`params`: its settings section, default `train`):
+    same settings and data, same folder (so --resume finds it), anything else a new one."""
     from mirops.data.cache import config_digest
     from mirops.train.checkpoint import Checkpoints
 
-    config = settings.train.model_dump(exclude={"device"}) | {"seed": settings.seed, "data": dataset_version, **extra}
+    params = settings.train if params is None else params
+    config = params.model_dump(exclude={"device"}) | {"seed": settings.seed, "data": dataset_version, **extra}
     key = config_digest(config)
     return Checkpoints(settings.artifacts_dir / "train" / "checkpoints" / f"{name}-{key}", key)
 
@@ -449,13 +450,11 @@ def train(settings: Settings, dataset_version: str | None = None, audit_run_id: 
     counts = model.count_parameters()
     name = f"reprogram-{p.backbone}-{p.transform}-{p.mapping}"
     checkpoints = _checkpoints(settings, name, dataset_version, classes=spec.classes)
-    if not resume:
-        checkpoints.clear()
-    meta = checkpoints.meta()
+    meta = checkpoints.begin(resume)
     if meta.get("finished"):
         console.print(f"[bold]train[/] {name}: this configuration finished in run {meta['run_id']}; nothing to resume")
         return meta["run_id"]
-    reopen = meta.get("run_id") if checkpoints.epochs() else None
+    reopen = checkpoints.run_to_reopen()
     with tracking.run(settings, name, "train", dataset_version, run_id=reopen) as active:
         if reopen is None:
             mlflow.log_params(_train_params(settings, {
@@ -503,9 +502,7 @@ def train_grid(settings: Settings, grid: str = "paper", dataset_version: str | N
     device = resolve_device(p.device)
     name = f"grid-{grid}-{p.backbone}"
     parent_ckpt = _checkpoints(settings, name, dataset_version, classes=spec.classes, grid=grid)
-    if not resume:
-        parent_ckpt.clear()
-    reopen = parent_ckpt.meta().get("run_id")
+    reopen = parent_ckpt.begin(resume).get("run_id")
     rows, per_class_f1 = [], {}
     with tracking.run(settings, name, "train-grid", dataset_version, run_id=reopen) as parent:
         if reopen is None:
@@ -517,9 +514,7 @@ def train_grid(settings: Settings, grid: str = "paper", dataset_version: str | N
         for variant in variants:
             checkpoints = _checkpoints(settings, f"{name}-{variant.name}", dataset_version, classes=spec.classes,
                                        variant=variant.name)
-            if not resume:
-                checkpoints.clear()
-            done = checkpoints.meta()
+            done = checkpoints.begin(resume)
             if done.get("finished"):
                 console.print(f"{variant.name}: finished in an earlier run ({done['run_id']}), not retrained")
                 rows.append(done["row"])
@@ -529,7 +524,7 @@ def train_grid(settings: Settings, grid: str = "paper", dataset_version: str | N
             model = reprogram_model(settings, spec.classes, backbone, variant.transform, variant.mapping,
                                     sets["train"].specs.shape[1], use_backbone=variant.backbone).to(device)
             counts = model.count_parameters()
-            child_id = done.get("run_id") if checkpoints.epochs() else None
+            child_id = checkpoints.run_to_reopen()
             with tracking.run(settings, variant.name, "train", dataset_version, run_id=child_id,
                               nested=True) as child:
                 if child_id is None:
@@ -557,22 +552,41 @@ def train_grid(settings: Settings, grid: str = "paper", dataset_version: str | N
             console.print(f"{variant.name}: test mAP {test['mAP']:.3f}, F1 (OpenMIC) {test['F1_openmic']:.3f}, "
                           f"{counts['trainable']:,} trainable parameters")
         table = grids.summary_table(rows)
-        markdown = grids.summary_markdown(table)
-        mlflow.log_text(markdown, "grid_summary.md")
-        mlflow.log_text(table.to_csv(index=False), "grid_summary.csv")
+        markdown = log_summary_table(table, "grid_summary")
         for row in rows:
             mlflow.log_metrics({f"{row['variant']}.{k}": row[k] for k in ("test_mAP", "test_F1_openmic")
                                 if np.isfinite(row[k])})
         _log_figure(plots.grid_per_class(per_class_f1, "F1 (OpenMIC macro avg), test split"),
                         "plots/grid_per_class_f1.png")
         parent_id = parent.info.run_id
-    out = settings.artifacts_dir / "train" / f"grid-{grid}.md"
+    return write_grid_summary(settings, f"grid-{grid}", parent_id, grid, dataset_version, table, markdown)
+
+
+def log_summary_table(table: pd.DataFrame, stem: str) -> str:
+    """A grid's summary table on the active (parent) run, as `<stem>.md` and `<stem>.csv`; returns the markdown."""
+    import mlflow
+
+    from mirops.train.grid import summary_markdown
+
+    markdown = summary_markdown(table)
+    mlflow.log_text(markdown, f"{stem}.md")
+    mlflow.log_text(table.to_csv(index=False), f"{stem}.csv")
+    return markdown
+
+
+def write_grid_summary(settings: Settings, stem: str, parent_id: str, grid: str, dataset_version: str,
+                       table: pd.DataFrame, markdown: str) -> dict[str, Any]:
+    """The grid's table beside the pipeline's outputs (artifacts/train/<stem>.md and .json), printed; returns
+    the summary `--json` prints."""
+    from mirops.registry import tracking
+
+    out = settings.artifacts_dir / "train" / f"{stem}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(markdown)
     console.print(markdown, soft_wrap=True, highlight=False)
     summary = {"run_id": parent_id, "grid": grid, "dataset_version": dataset_version, "summary": str(out),
                "rows": table.to_dict(orient="records")}
-    tracking.write_json(settings.artifacts_dir / "train" / f"grid-{grid}.json", summary)
+    tracking.write_json(settings.artifacts_dir / "train" / f"{stem}.json", summary)
     return summary
 
 

@@ -18,6 +18,7 @@ from mirops.config import Settings
 from mirops.data.manifest import read_manifest
 from mirops.steps import (
     _audit_outcome,
+    _cache,
     _checkpoints,
     _fit_logged,
     _log_figure,
@@ -25,7 +26,9 @@ from mirops.steps import (
     clip_loader,
     console,
     current_version,
+    log_summary_table,
     split_frames,
+    write_grid_summary,
 )
 
 SPLITS = ("train", "valid", "test")
@@ -81,9 +84,7 @@ def teacher_sequences(settings: Settings, name: str, paths: list[str], cache=Non
 
 def precompute_teacher(settings: Settings, name: str, paths: list[str]) -> dict[str, Any]:
     """One mapped task of the precompute flow: fill the cache with `name`'s sequences of `paths`."""
-    from mirops.data.cache import ArrayCache
-
-    cache = ArrayCache(settings.cache_dir)
+    cache = _cache(settings)
     done, _ = teacher_sequences(settings, name, paths, cache)
     return {"teacher": name, "clips": len(paths), "ok": len(done.paths), "cache_hits": cache.hits,
             "cache_misses": cache.misses, "failed": {p: e.reason for p, e in done.failed.items()}}
@@ -196,14 +197,12 @@ def train_east(settings: Settings, dataset_version: str | None = None, audit_run
         probe = fit_probe(sets["train"].teachers[teacher].embeddings, sets["train"].labels, p.threshold, p.probe_c)
         sets = _with_probe_logits(sets, {teacher: probe})
     name = f"east-{p.student}-{p.mode}-{teacher}"
-    checkpoints = _checkpoints(settings, name, dataset_version, classes=spec.classes, east=p.model_dump())
-    if not resume:
-        checkpoints.clear()
-    meta = checkpoints.meta()
+    checkpoints = _checkpoints(settings, name, dataset_version, classes=spec.classes, params=p)
+    meta = checkpoints.begin(resume)
     if meta.get("finished"):
         console.print(f"[bold]train east[/] {name}: this configuration finished in run {meta['run_id']}")
         return meta["run_id"]
-    reopen = meta.get("run_id") if checkpoints.epochs() else None
+    reopen = checkpoints.run_to_reopen()
     with tracking.run(settings, name, "train", dataset_version, run_id=reopen) as active:
         if reopen is None:
             mlflow.log_params(_east_params(settings, {"family": "east", "classes": ",".join(spec.classes)}
@@ -238,7 +237,6 @@ def train_east_grid(settings: Settings, grid: str = "paper", dataset_version: st
     from mirops import plots
     from mirops.registry import tracking
     from mirops.train.east import fit_probe
-    from mirops.train.grid import summary_markdown
 
     if grid != "paper":
         raise ValueError(f"unknown grid {grid!r}; choose one of ['paper']")
@@ -253,13 +251,11 @@ def train_east_grid(settings: Settings, grid: str = "paper", dataset_version: st
     variants = [("student", None, "student")] + [(f"{mode}-{t}", t, mode) for t in p.teachers
                                                    for mode in GRID_MODES if mode != "student"]
     name = f"east-grid-{grid}-{p.student}"
-    parent_ckpt = _checkpoints(settings, name, dataset_version, classes=spec.classes, east=p.model_dump())
-    if not resume:
-        parent_ckpt.clear()
+    parent_ckpt = _checkpoints(settings, name, dataset_version, classes=spec.classes, params=p)
+    reopen = parent_ckpt.begin(resume).get("run_id")
     rows = []
-    with tracking.run(settings, name, "train-grid", dataset_version,
-                      run_id=parent_ckpt.meta().get("run_id")) as parent:
-        if not parent_ckpt.meta().get("run_id"):
+    with tracking.run(settings, name, "train-grid", dataset_version, run_id=reopen) as parent:
+        if reopen is None:
             mlflow.log_params(_east_params(settings, {"grid": grid, "family": "east",
                                                       "variants": ",".join(v[0] for v in variants)}))
             mlflow.log_metrics({"clips_skipped": skipped} | {f"{s}_clips": len(parts[s]) for s in parts})
@@ -267,16 +263,14 @@ def train_east_grid(settings: Settings, grid: str = "paper", dataset_version: st
         parent_ckpt.write_meta(run_id=parent.info.run_id)
         for variant, teacher, mode in variants:
             ckpt = _checkpoints(settings, f"{name}-{variant}", dataset_version, classes=spec.classes,
-                                east=p.model_dump(), variant=variant)
-            if not resume:
-                ckpt.clear()
-            done = ckpt.meta()
+                                params=p, variant=variant)
+            done = ckpt.begin(resume)
             if done.get("finished"):
                 console.print(f"{variant}: finished in an earlier run ({done['run_id']}), not retrained")
                 rows.append(done["row"])
                 continue
             with tracking.run(settings, variant, "train", dataset_version, nested=True,
-                              run_id=done.get("run_id") if ckpt.epochs() else None) as child:
+                              run_id=ckpt.run_to_reopen()) as child:
                 mlflow.set_tags({"mirops.grid": grid, "mirops.variant": variant, "mirops.family": "east",
                                  "mirops.parent_run_id": parent.info.run_id, "mirops.teacher": str(teacher)})
                 ckpt.write_meta(run_id=child.info.run_id)
@@ -305,17 +299,8 @@ def train_east_grid(settings: Settings, grid: str = "paper", dataset_version: st
             console.print(f"{variant}: test mAP {test['mAP']:.3f}, ROC-AUC {test['ROC_AUC']:.3f}, "
                           f"{n_params:,} parameters")
         table = pd.DataFrame(rows, columns=EAST_COLUMNS)
-        markdown = summary_markdown(table)
-        mlflow.log_text(markdown, "east_summary.md")
-        mlflow.log_text(table.to_csv(index=False), "east_summary.csv")
+        markdown = log_summary_table(table, "east_summary")
         _log_figure(plots.metric_bars(table, "variant", ("test_mAP", "test_ROC_AUC"),
                                       f"EAsT comparison ({p.student}), test split"), "plots/east_comparison.png")
         parent_id = parent.info.run_id
-    out = settings.artifacts_dir / "train" / f"east-grid-{grid}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown)
-    console.print(markdown, soft_wrap=True, highlight=False)
-    summary = {"run_id": parent_id, "grid": grid, "dataset_version": dataset_version, "summary": str(out),
-               "rows": table.to_dict(orient="records")}
-    tracking.write_json(settings.artifacts_dir / "train" / f"east-grid-{grid}.json", summary)
-    return summary
+    return write_grid_summary(settings, f"east-grid-{grid}", parent_id, grid, dataset_version, table, markdown)

@@ -68,6 +68,16 @@ class Checkpoints:
             self.path(epoch).unlink(missing_ok=True)
         self.meta_path.unlink(missing_ok=True)
 
+    def begin(self, resume: bool) -> dict[str, Any]:
+        """The meta of the run to resume ({} if none); a fresh start (`resume=False`) forgets any leftovers."""
+        if not resume:
+            self.clear()
+        return self.meta()
+
+    def run_to_reopen(self) -> str | None:
+        """The MLflow run an interrupted training left, if it saved an epoch (before that, nothing to resume)."""
+        return self.meta().get("run_id") if self.epochs() else None
+
     def latest(self) -> dict[str, Any] | None:
         """The newest checkpoint of this run, or None; refuses one written by another run."""
         epochs = self.epochs()
