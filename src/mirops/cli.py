@@ -163,15 +163,55 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
-    from mirops import steps
+    from mirops import steps_registry
 
-    _emit(args, steps.evaluate(_settings(args), args.run))
+    _emit(args, steps_registry.evaluate(_settings(args), args.run, args.family))
 
 
 def cmd_register(args):
-    from mirops import steps
+    from mirops import steps_registry
 
-    _emit(args, steps.register(_settings(args), args.run))
+    _emit(args, steps_registry.register(_settings(args), args.run, args.family))
+
+
+def cmd_promote(args):
+    from mirops import steps_registry
+
+    _emit(args, steps_registry.promote(_settings(args), args.name, args.version, dry_run=args.dry_run))
+
+
+def cmd_rollback(args):
+    from mirops import steps_registry
+
+    _emit(args, steps_registry.rollback(_settings(args), args.name, args.reason or "", dry_run=args.dry_run))
+
+
+def cmd_predict(args):
+    import mlflow
+    from rich.console import Console
+    from rich.table import Table
+
+    from mirops.inference import predict
+
+    # Only the tracking URI: `tracking.setup` would create an experiment, and predicting writes nothing.
+    mlflow.set_tracking_uri(_settings(args).tracking_uri)
+    result = predict(args.model_uri, args.paths, batch_size=args.batch_size, threshold=args.threshold,
+                     show_progress=not args.json)
+    _emit(args, result)
+    console = Console(stderr=True)
+    if not args.json:
+        t = result.serving.threshold
+        table = Table("file", f"positive (p ≥ {t:.2f})", "top probabilities", "s",
+                      title=f"{result.model.name} v{result.model.version} ({result.model.uri})")
+        for p in result.predictions:
+            top = sorted(p.probabilities.items(), key=lambda cp: -cp[1])[:3]
+            table.add_row(p.path, ", ".join(p.positive) or "-", ", ".join(f"{c} {v:.2f}" for c, v in top),
+                          f"{p.duration_s:.1f}")
+        console.print(table)
+    for f in result.failed:  # plain lines (rich would wrap long paths): one per file, easy to grep
+        print(f"failed: {f.path}: {f.reason} ({f.detail})", file=sys.stderr)
+    if result.failed:  # after every result is out, so a script sees both the answers and the failures
+        raise SystemExit(1)
 
 
 def cmd_monitor(args):
@@ -188,14 +228,30 @@ def cmd_pipeline_run(args):
 
     settings = _settings(args)
     summary = retrain(root=str(settings.root), overrides=_overrides(args), current=args.current,
-                      task_runner=args.task_runner)
+                      task_runner=args.task_runner, family=args.family, grid=args.grid, source=args.source)
     _emit(args, summary)
     print(where_to_look(summary, settings.root), file=sys.stderr)
 
 
+def cmd_serve(args):
+    import os
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise SystemExit(
+            "mirops serve: PREFECT_API_URL is not set. Schedules live on a Prefect server, whose scheduler creates "
+            "the runs that `mirops serve` executes: start one with `prefect server start` and "
+            "`export PREFECT_API_URL=http://127.0.0.1:4200/api` (or use the one `mirops ui` starts), then run "
+            "`mirops serve` again.")
+    from flows.deployments import serve_all
+
+    try:
+        serve_all(_settings(args), _overrides(args) or None, echo=lambda line: print(line, file=sys.stderr))
+    except ConnectionError as exc:
+        raise SystemExit(f"mirops serve: {exc}") from exc
+
+
 def where_to_look(summary: dict[str, Any], root: Path) -> str:
     """The end of `mirops pipeline run`: where the run's results are and how to look at them."""
-    model = summary["model"]
     drift = summary["drift"]
     lines = [
         "",
@@ -205,10 +261,15 @@ def where_to_look(summary: dict[str, Any], root: Path) -> str:
         + (f" ({', '.join(f'{n} {r}' for r, n in summary['quarantine']['reasons'].items())}) → "
            f"{summary['quarantine']['table']}" if summary["quarantine"]["clips"] else ""),
         f"  audit report      {summary['audit']['report']}  (MLflow run {summary['audit']['run_id']})",
-        f"  MLflow run        {summary['run_id']}  test mAP {summary['metrics'].get('test_mAP', float('nan')):.3f}",
-        f"  registered model  models:/{model['name']}/{model['version']}  aliases {', '.join(model['aliases'])}"
-        f"  ({model['decision']})",
-        f"  drift report      {drift['html_path']}  (drift detected: {drift['drift_detected']}; descriptor "
+    ]
+    for family, model in summary["models"].items():
+        lines += [
+            f"  {family + ' run':<17} {model['run_id']}  test mAP {model['metrics'].get('test_mAP', float('nan')):.3f}",
+            f"  registered model  models:/{model['name']}/{model['version']}  champion: v{model['champion']}",
+            f"  promotion         {model['decision']}: {model['reason']}",
+        ]
+    lines += [
+        f"  drift report      {drift['html_path']}  ({drift['severity']}; descriptor "
         f"drift share {drift['drift_share']:.2f}, embedding drift AUC {drift['embedding_drift_score'] or 0:.2f})",
         f"  dashboards        make ui   (MLflow UI :5000 over {summary['tracking_uri']}, "
         f"Evidently UI :8000 over {root / 'dashboards' / 'workspace'})",
@@ -309,11 +370,36 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue the interrupted run of the same settings and data from its last epoch")
     train.set_defaults(func=cmd_train)
 
-    for name, func, text in (("evaluate", cmd_evaluate, "test-split metrics of a training run"),
-                             ("register", cmd_register, "register a run's model: challenger, maybe champion")):
+    for name, func, text in (("evaluate", cmd_evaluate, "test-split metrics and per-clip predictions of a run"),
+                             ("register", cmd_register, "register a run's model as challenger, with lineage "
+                                                        "tags and a model card")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("run", nargs="?", help="MLflow run id (default: the last `mirops train`)")
+        p.add_argument("run", nargs="?", help="MLflow run id (default: the last `mirops train FAMILY`)")
+        p.add_argument("--family", choices=["reprogram", "east"], default="reprogram",
+                       help="whose last training run to take when RUN is not given")
         p.set_defaults(func=func)
+
+    prom = sub.add_parser("promote", help="the promotion gate: challenger vs champion on the same test clips "
+                                          "(paired bootstrap), audit passed, no critical drift")
+    prom.add_argument("name", nargs="?", help="registered model (default: registry.model_name)")
+    prom.add_argument("--version", help="the version to judge (default: the challenger)")
+    prom.add_argument("--dry-run", action="store_true", help="explain the decision without acting on it")
+    prom.set_defaults(func=cmd_promote)
+    back = sub.add_parser("rollback", help="point champion back at the previous champion")
+    back.add_argument("name", nargs="?", help="registered model (default: registry.model_name)")
+    back.add_argument("--reason", help="why, recorded with the decision")
+    back.add_argument("--dry-run", action="store_true", help="say what would be restored without acting")
+    back.set_defaults(func=cmd_rollback)
+
+    pred = sub.add_parser("predict", help="classify audio files or folders with a registered model; exit 1 "
+                          "if any file could not be decoded")
+    pred.add_argument("model_uri", metavar="MODEL_URI",
+                      help="models:/NAME@ALIAS or models:/NAME/VERSION (models load only through the registry)")
+    pred.add_argument("paths", metavar="PATH", nargs="+", help="audio files or folders (searched recursively)")
+    pred.add_argument("--batch-size", type=int, default=16, help="clip-length windows per forward pass")
+    pred.add_argument("--threshold", type=float, default=None,
+                      help="positive class at p ≥ THRESHOLD (default: the model's training threshold)")
+    pred.set_defaults(func=cmd_predict)
 
     mon = sub.add_parser("monitor", help="Evidently drift report of a batch of audio vs the training data")
     mon.add_argument("--current", help="folder of audio (or with a manifest.parquet); default production/")
@@ -322,11 +408,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     pipe = _LeafParsers(sub.add_parser("pipeline", help="the whole retraining flow (Prefect)", group=True)
                         .add_subparsers(dest="pipeline_cmd", required=True), common)
-    run = pipe.add_parser("run", help="demo data if none, version, audit, train, evaluate, register, monitor")
+    run = pipe.add_parser("run", help="demo data if none, version, audit, monitor, train, evaluate, register, "
+                                      "promote")
     run.add_argument("--current", help="batch to monitor (default production/)")
+    run.add_argument("--family", choices=["reprogram", "east", "both"], default="reprogram",
+                     help="which model family to train and register (each has its own champion)")
+    run.add_argument("--grid", choices=sorted(GRIDS), help="also train this comparison grid")
+    run.add_argument("--source", help="dataset folder (with manifest.parquet) that data/ mirrors first")
     run.add_argument("--task-runner", choices=["thread", "dask"], default="thread",
                      help="runner of the mapped feature precomputation")
     run.set_defaults(func=cmd_pipeline_run)
+
+    sub.add_parser("serve", help="serve the scheduled deployments (mirops-retrain/weekly, mirops-monitor/daily) of "
+                   "params.yaml's schedule section on the Prefect server of PREFECT_API_URL (blocks)"
+                   ).set_defaults(func=cmd_serve)
     return parser
 
 

@@ -186,11 +186,35 @@ def preset_overrides(name: str) -> dict[str, Any]:
 
 class RegistryParams(BaseModel):
     model_name: str = "mirops-instruments"
-    primary_metric: str = "test_mAP"
+    primary_metric: str = Field("test_mAP", pattern="^test_(mAP|ROC_AUC)$")
+    # The promotion gate: the challenger's gain over the champion on the same test clips must have a
+    # paired-bootstrap 95 % interval whose lower end lies above `min_gain`.
+    min_gain: float = 0.0
+    bootstrap_samples: int = Field(2000, ge=100)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    require_audit: bool = True          # the challenger's dataset audit must have passed (not just "not run")
+    block_on_critical_drift: bool = True
 
 
 class MonitorParams(BaseModel):
     drift_share_threshold: float = Field(0.5, gt=0.0, le=1.0)
+    # A verdict is "critical" (it blocks promotion, see registry.block_on_critical_drift) when this share
+    # of descriptor columns drifts, or when the embedding domain classifier's ROC AUC reaches `critical_auc`.
+    critical_drift_share: float = Field(0.6, gt=0.0, le=1.0)
+    critical_auc: float = Field(0.9, gt=0.5, le=1.0)
+
+
+class ScheduleParams(BaseModel):
+    """Prefect deployments served by `mirops serve` (cron in the server's time zone, `timezone`)."""
+
+    timezone: str = "UTC"
+    retrain_cron: str = "0 3 * * 1"     # weekly, Monday 03:00
+    monitor_cron: str = "0 6 * * *"     # daily, 06:00
+    source: str | None = None           # retraining data: null = data/ as it is (the demo when empty)
+    family: str = Field("reprogram", pattern="^(reprogram|east|both)$")
+    grid: str | None = None             # e.g. "paper": train the ablation grid instead of one model
+    current: str | None = None          # the batch the daily monitor checks (null: production/)
+    retrain_on_drift: bool = True       # a drifted monitor verdict starts the retraining deployment
 
 
 class Settings(BaseSettings):
@@ -207,6 +231,7 @@ class Settings(BaseSettings):
     east: EastParams = Field(default_factory=EastParams)
     registry: RegistryParams = Field(default_factory=RegistryParams)
     monitor: MonitorParams = Field(default_factory=MonitorParams)
+    schedule: ScheduleParams = Field(default_factory=ScheduleParams)
 
     @classmethod
     def settings_customise_sources(

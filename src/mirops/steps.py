@@ -8,10 +8,9 @@ tags its MLflow run with the dataset version and the git commit.
 from __future__ import annotations
 
 import functools
-import json
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,14 @@ def demo(settings: Settings, overwrite: bool = False, variant: str | None = None
     from mirops.data.demo import build_demo
 
     return build_demo(settings, overwrite=overwrite, variant=variant, out=out)
+
+
+def stage_source(settings: Settings, source: str | Path) -> None:
+    """Make data/ a copy of the dataset folder `source` (what scheduled retraining trains on)."""
+    from mirops.data.staging import mirror_into
+
+    mirror_into(Path(source), settings.data_dir, settings.ingest.link)
+    console.print(f"[bold]source[/] data/ now mirrors {source}")
 
 
 def _cache(settings: Settings):
@@ -465,6 +472,8 @@ def train(settings: Settings, dataset_version: str | None = None, audit_run_id: 
             mlflow.set_tags(audit_tags | {"mirops.device": str(device), "mirops.checkpoints": str(checkpoints.folder)})
         checkpoints.write_meta(run_id=active.info.run_id)
         result, _ = _fit_reprogram(model, sets, settings, checkpoints, resume, name)
+        # What `mirops predict` windows long audio by, and its default decision threshold.
+        model.clip_seconds, model.threshold = settings.train.clip_seconds, settings.train.threshold
         model_uri = models.log_model(model.cpu(), len(spec.classes), SAMPLE_RATE)  # logged from the CPU
         run_id = active.info.run_id
     checkpoints.write_meta(finished=True)
@@ -612,97 +621,6 @@ def _audit_outcome(settings: Settings, dataset_version: str, audit_run_id: str |
                                     f"{int(checks.get('checks_failed', 0))} failed (warnings only)"}
 
 
-def last_run_id(settings: Settings) -> str:
-    path = settings.artifacts_dir / "train" / "run.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no training run recorded; run `mirops train reprogram` or pass a run id")
-    return json.loads(path.read_text())["run_id"]
-
-
-def score_on_test(settings: Settings, model) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """Evaluate `model` (waveform → logits) on the test split of the current data/."""
-    import torch
-
-    from mirops.data.manifest import label_matrix
-    from mirops.train.metrics import evaluate_probs
-    from mirops.train.reprogram import predict_probs
-
-    df, spec = read_manifest(settings.data_dir)
-    if list(getattr(model, "classes", spec.classes)) != spec.classes:
-        raise ValueError(f"model classes {model.classes} differ from the dataset's {spec.classes}")
-    frames, test, _ = split_frames(settings, _split(df, "test"), model.frontend, "test split")
-    with torch.no_grad():
-        probs = predict_probs(model, torch.from_numpy(frames))
-    return evaluate_probs(probs, label_matrix(test, spec), spec.classes, settings.train.threshold)
-
-
-def _require_data_of(settings: Settings, run_id: str, trained_on: str | None) -> str:
-    """Test metrics are compared "on the same test data": never score a run on another dataset version."""
-    here = current_version(settings)
-    if trained_on != here:
-        raise ValueError(f"run {run_id} was trained on dataset version {trained_on}, but data/ is {here}; "
-                         f"restore it (`dvc checkout` of that data.dvc) or train on this version")
-    return here
-
-
-def evaluate(settings: Settings, run_id: str | None = None) -> dict[str, float]:
-    """Test-split mAP, ROC-AUC and F1 (both conventions), logged on the training run."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    from mirops import plots
-    from mirops.registry import models, tracking
-
-    run_id = run_id or last_run_id(settings)
-    tracking.setup(settings)
-    here = _require_data_of(settings, run_id,
-                            MlflowClient().get_run(run_id).data.tags.get(tracking.TAG_DATASET_VERSION))
-    model = models.load_model(models.model_uri_of_run(run_id))
-    summary, per_class = score_on_test(settings, model)
-    metrics = {f"test_{k}": v for k, v in summary.items()}
-    with tracking.resume(settings, run_id):
-        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
-        tracking.log_json(per_class, "test_per_class.json")
-        tracking.log_figure(plots.per_class_bars(per_class, title="test split, per class"), "plots/test_per_class.png")
-    tracking.write_json(settings.artifacts_dir / "evaluate" / "metrics.json",
-                        {"run_id": run_id, "dataset_version": here, **metrics})
-    console.print("[bold]evaluate[/] " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-    return metrics
-
-
-def register(settings: Settings, run_id: str | None = None):
-    """Register the run's model as challenger; it becomes champion if there is none or it beats it."""
-    from mlflow import MlflowClient
-
-    from mirops.registry import models, tracking
-
-    run_id = run_id or last_run_id(settings)
-    tracking.setup(settings)
-    name, metric = settings.registry.model_name, settings.registry.primary_metric
-    run = MlflowClient().get_run(run_id)
-    if metric not in run.data.metrics:
-        raise LookupError(f"run {run_id} has no {metric}: run `mirops evaluate {run_id}` first")
-    dataset_version = run.data.tags.get(tracking.TAG_DATASET_VERSION, "unknown")
-    champion_score = None
-    champion = models.alias_version(name, models.CHAMPION)
-    if champion is not None:
-        tags = models.version_tags(name, champion)
-        if tags.get(tracking.TAG_DATASET_VERSION) == dataset_version and metric in tags:
-            champion_score = float(tags[metric])
-        else:  # tested on another dataset version: re-test it on this one before comparing
-            _require_data_of(settings, run_id, dataset_version)
-            summary, _ = score_on_test(settings, models.load_model(f"models:/{name}@{models.CHAMPION}"))
-            champion_score = summary[metric.removeprefix("test_")]
-    reg = models.register(
-        name, run_id, metric, float(run.data.metrics[metric]), dataset_version, champion_score,
-        tags={tracking.TAG_GIT_COMMIT: run.data.tags.get(tracking.TAG_GIT_COMMIT, "unknown")},
-    )
-    tracking.write_json(settings.artifacts_dir / "register" / "registration.json",
-                        asdict(reg) | {"dataset_version": dataset_version, "run_id": run_id})
-    console.print(f"[bold]register[/] {name} v{reg.version} → {', '.join(reg.aliases)} ({reg.decision})")
-    return reg
-
-
 # ---------------------------------------------------------------- monitor
 
 def monitor(
@@ -715,7 +633,7 @@ def monitor(
     import mlflow
 
     from mirops.features.descriptors import DESCRIPTOR_COLUMNS
-    from mirops.monitor.drift import drift_report
+    from mirops.monitor.drift import drift_report, severity
     from mirops.registry import models, tracking
 
     dataset_version = dataset_version or current_version(settings)
@@ -733,8 +651,10 @@ def monitor(
     result = drift_report(reference, batch, columns=list(DESCRIPTOR_COLUMNS), embedding_columns=emb_cols,
                           out_dir=out_dir, threshold=settings.monitor.drift_share_threshold,
                           workspace_dir=settings.dashboards_dir / "workspace", project="drift", tags=tags)
+    level = severity(result, settings.monitor.critical_drift_share, settings.monitor.critical_auc)
     with tracking.run(settings, "monitor", "monitor", dataset_version) as active:
-        mlflow.set_tags({"mirops.drift_detected": str(result.drift_detected).lower(),
+        mlflow.set_tags({"mirops.drift_detected": str(result.drift_detected).lower(), "mirops.drift_severity": level,
+                         "mirops.evidently_snapshot": str(result.snapshot_id),
                          "mirops.champion_version": str(champion), "mirops.current": str(current)})
         mlflow.log_metrics({"drift_share": result.drift_share, "drifted_columns": len(result.drifted_columns),
                             "clips_skipped": len(skipped),
@@ -748,9 +668,10 @@ def monitor(
             mlflow.set_tags({"mirops.drift_detected": str(result.drift_detected).lower(),
                              "mirops.drift_run_id": active.info.run_id})
             mlflow.log_metric("production_drift_share", result.drift_share)
-    payload: dict[str, Any] = result.to_json() | {"run_id": active.info.run_id}
+    result.run_id, result.severity = active.info.run_id, level
+    payload: dict[str, Any] = result.to_json()
     tracking.write_json(settings.artifacts_dir / "monitor" / "verdict.json", payload)
-    verdict = "[red]DRIFT[/]" if result.drift_detected else "[green]no drift[/]"
+    verdict = {"critical": "[bold red]CRITICAL DRIFT[/]", "drift": "[red]DRIFT[/]"}.get(level, "[green]no drift[/]")
     embedding = ("" if result.embedding_drift_score is None else
                  f", embedding drift AUC {result.embedding_drift_score:.2f}"
                  f"{' (drifted)' if result.embedding_drift_detected else ''}")

@@ -210,8 +210,10 @@ def train_east(settings: Settings, dataset_version: str | None = None, audit_run
             mlflow.set_tags(audit_tags | {"mirops.family": "east", "mirops.teacher": str(teacher)})
         checkpoints.write_meta(run_id=active.info.run_id)
         student, result, _ = _fit_one(settings, sets, spec.classes, p.mode, teacher, checkpoints, resume, name)
-        mlflow.log_metrics({"params_trainable": sum(x.numel() for x in student.parameters()),
-                            "clips_skipped": skipped})
+        n_params = sum(x.numel() for x in student.parameters())  # the whole student trains
+        mlflow.log_metrics({"params_trainable": n_params, "params_total": n_params, "clips_skipped": skipped})
+        # What evaluation crops to, what `mirops predict` windows by, and its default threshold.
+        student.clip_seconds, student.threshold = p.clip_seconds, p.threshold
         model_uri = models.log_model(student.cpu(), len(spec.classes), student.sample_rate)
         run_id = active.info.run_id
     checkpoints.write_meta(finished=True)

@@ -46,3 +46,26 @@ def staged_dir(final: Path, overwrite: bool = False, hint: str = "--overwrite") 
         swap_into_place(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def mirror_into(source: Path, final: Path, link: str = "hardlink") -> None:
+    """Replace `final` with a copy of the dataset folder `source` (hard links where the filesystem allows),
+    atomically: a failure leaves `final` as it was."""
+    import os
+
+    source = Path(source).resolve()
+    if not (source / "manifest.parquet").exists():
+        raise FileNotFoundError(f"{source}: no manifest.parquet; build the source with `mirops data import ... "
+                                f"--out {source}` or `mirops data demo --out {source}`")
+
+    def place(src: str, dst: str) -> None:
+        if link == "hardlink":
+            try:
+                os.link(src, dst)
+                return
+            except OSError:  # another filesystem: copy instead
+                pass
+        shutil.copy2(src, dst)
+
+    with staged_dir(final, overwrite=True) as tmp:
+        shutil.copytree(source, tmp, dirs_exist_ok=True, copy_function=place)

@@ -53,11 +53,25 @@ class DriftResult:
     snapshot_id: str | None  # run id in the Evidently workspace, if one was given
     reference_rows: int
     current_rows: int
+    run_id: str | None = None   # the MLflow run that records the verdict (set by `mirops.steps.monitor`)
+    severity: str = "none"      # none | drift | critical (`severity`)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["html_path"], out["json_path"] = str(self.html_path), str(self.json_path)
         return out
+
+
+def severity(result: DriftResult, critical_share: float, critical_auc: float) -> str:
+    """"none", "drift" (worth a retrain) or "critical" (so far off that no model trained on the reference
+    should be promoted until the data catch up): a large share of drifted descriptors, or an embedding
+    domain classifier that tells the batches apart almost perfectly."""
+    if not result.drift_detected:
+        return "none"
+    auc = result.embedding_drift_score
+    if result.drift_share >= critical_share or (auc is not None and auc >= critical_auc):
+        return "critical"
+    return "drift"
 
 
 def embedding_auc_threshold(reference_rows: int, current_rows: int) -> float:

@@ -1,4 +1,6 @@
-"""Model logging and the registry life cycle: register with a signature, alias `challenger`, crown `champion`.
+"""Model logging and registration: a signature, lineage tags and a model card; alias `challenger`.
+
+`champion` moves only through `mirops.registry.promotion` (the gate and rollbacks).
 
 Registry stages are legacy in MLflow 3: aliases and version tags carry the state.
 """
@@ -6,7 +8,7 @@ Registry stages are legacy in MLflow 3: aliases and version tags carry the state
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import mlflow
 import numpy as np
@@ -16,19 +18,11 @@ from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
 from mirops import __version__
-from mirops.registry.tracking import TAG_DATASET_VERSION, TAG_MODEL_URI
+from mirops.registry.tracking import TAG_MODEL_URI
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 MODEL_ARTIFACT = "model"
 
-
-@dataclass
-class Registration:
-    name: str
-    version: str
-    aliases: list[str]
-    decision: str  # why champion moved or stayed
-    champion_version: str
 
 
 def waveform_signature(num_classes: int) -> ModelSignature:
@@ -79,53 +73,35 @@ def alias_version(name: str, alias: str) -> str | None:
         return None
 
 
-def register(
-    name: str,
-    run_id: str,
-    metric: str,
-    challenger_score: float,
-    dataset_version: str,
-    champion_score_on_same_data: float | None,
-    tags: dict[str, str] | None = None,
-) -> Registration:
-    """Register the run's model as `challenger`; make it `champion` when there is none or it scores higher.
+def require_model_files(model_uri: str) -> None:
+    """Refuse to register a model whose files are not in the artifact store (an upload cut short)."""
+    try:  # a logged model's id is its URI's last part (models:/m-...); its files live at its artifact location
+        location = MlflowClient().get_logged_model(model_uri.removeprefix("models:/")).artifact_location
+        names = {f.path.rstrip("/").rsplit("/", 1)[-1] for f in mlflow.artifacts.list_artifacts(artifact_uri=location)}
+        weights = mlflow.artifacts.list_artifacts(artifact_uri=f"{location}/data") if "data" in names else []
+    except (MlflowException, OSError) as err:
+        raise FileNotFoundError(f"{model_uri}: its model files cannot be read from the artifact store "
+                                f"({err}); not registering it") from err
+    if "MLmodel" not in names or not weights:
+        raise FileNotFoundError(f"{model_uri}: the artifact store lacks the model's MLmodel or weights "
+                                f"(found {sorted(names)}); not registering it")
 
-    `champion_score_on_same_data` is the current champion's `metric` on the same test split of the same
-    dataset version (the caller re-evaluates the champion when it was tested on another version).
+
+def register_version(name: str, run_id: str, tags: dict[str, str], card: Callable[[str], str]) -> str:
+    """Register the run's model as a new version of `name` with its lineage `tags` and model card
+    (`card(version)`: markdown, shown as the version's description) and point `challenger` at it;
+    returns the version.
+
+    `champion` is not touched: only the promotion gate (`mirops promote`) moves it.
     """
     client = MlflowClient()
-    mv = mlflow.register_model(model_uri_of_run(run_id), name, tags={"run_id": run_id})
-    version_tags = {TAG_DATASET_VERSION: dataset_version, metric: f"{challenger_score:.6f}", **(tags or {})}
-    for key, value in version_tags.items():
-        client.set_model_version_tag(name, mv.version, key, value)
+    uri = model_uri_of_run(run_id)
+    require_model_files(uri)
+    # Tags go in with the version itself, so no version ever exists without its lineage.
+    mv = mlflow.register_model(uri, name, tags={"run_id": run_id, **tags})
+    client.update_model_version(name, mv.version, description=card(str(mv.version)))
     client.set_registered_model_alias(name, CHALLENGER, mv.version)
-
-    champion = alias_version(name, CHAMPION)
-    if champion is None:
-        decision = "no champion yet: the first registered version becomes champion"
-        promote = True
-    elif champion_score_on_same_data is None or np.isnan(champion_score_on_same_data):
-        decision = f"champion v{champion} could not be scored on this test split; kept"
-        promote = False
-    elif challenger_score > champion_score_on_same_data:
-        decision = (
-            f"{metric} {challenger_score:.4f} beats champion v{champion} "
-            f"({champion_score_on_same_data:.4f}) on the same test data"
-        )
-        promote = True
-    else:
-        decision = (
-            f"{metric} {challenger_score:.4f} does not beat champion v{champion} "
-            f"({champion_score_on_same_data:.4f}); champion kept"
-        )
-        promote = False
-    if promote:
-        client.set_registered_model_alias(name, CHAMPION, mv.version)
-        champion = mv.version
-    client.set_model_version_tag(name, mv.version, "mirops.decision", decision)
-    aliases = [CHALLENGER] + ([CHAMPION] if champion == mv.version else [])
-    return Registration(name=name, version=str(mv.version), aliases=aliases, decision=decision,
-                        champion_version=str(champion))
+    return str(mv.version)
 
 
 def version_tags(name: str, version: str) -> dict[str, str]:
