@@ -70,8 +70,10 @@ def test_dvc_repro_runs_the_stages_through_the_cli(tmp_path):
 
     metrics = json.loads((root / "artifacts" / "evaluate" / "metrics.json").read_text())
     assert 0.0 <= metrics["test_mAP"] <= 1.0
-    registration = json.loads((root / "artifacts" / "register" / "registration.json").read_text())
-    assert registration["aliases"] == ["challenger", "champion"]
+    registration = json.loads((root / "artifacts" / "register" / "reprogram.json").read_text())
+    assert registration["aliases"] == ["challenger"]  # registering never crowns: the gate does
+    decision = json.loads((root / "artifacts" / "promote" / "reprogram.json").read_text())
+    assert decision["action"] == "promote" and decision["champion_after"] == registration["version"] == "1"
     assert "drift_share" in json.loads((root / "artifacts" / "monitor" / "verdict.json").read_text())
     status = run([str(BIN / "dvc"), "status", "--json"], root).stdout
     assert json.loads(status) == {}  # everything up to date: a second repro would do nothing
@@ -83,12 +85,22 @@ def test_dvc_repro_runs_the_stages_through_the_cli(tmp_path):
     mirops(root, "data", "demo", "--overwrite", "--set", "seed=8")
     mirops(root, "data", "version")
     stale = mirops(root, "evaluate", first_run, check=False)
-    assert stale.returncode == 2 and "was trained on dataset version" in stale.stderr
+    assert stale.returncode == 2 and "needs dataset version" in stale.stderr
     run([str(BIN / "dvc"), "repro"], root)
-    second = json.loads((root / "artifacts" / "register" / "registration.json").read_text())
+    second = json.loads((root / "artifacts" / "register" / "reprogram.json").read_text())
     assert second["version"] == "2" and second["run_id"] != first_run
-    assert "champion v1" in second["decision"]  # compared with the old champion, re-tested on this data
     assert second["dataset_version"] != registration["dataset_version"]
+    decision = json.loads((root / "artifacts" / "promote" / "reprogram.json").read_text())
+    assert decision["version"] == "2" and decision["champion_before"] == "1"
+    assert decision["checks"]["gain"]["champion_rescored"]  # the old champion, re-tested on this test split
+    assert decision["checks"]["gain"]["clips"] > 0 and "v1" in decision["reason"]
+
+    # The same gate from the CLI: a dry run explains and changes nothing; rollback restores v1.
+    dry = json.loads(mirops(root, "promote", "--version", "2", "--dry-run", "--json").stdout)
+    assert dry["dry_run"] and dry["run_id"] is None and dry["action"] in ("promote", "reject", "noop")
+    if decision["action"] == "promote":
+        back = json.loads(mirops(root, "rollback", "--reason", "test", "--json").stdout)
+        assert back["action"] == "rollback" and back["champion_after"] == "1"
 
 
 def test_version_versions_checkout_through_the_cli_with_the_quarantine_counted(tmp_path):

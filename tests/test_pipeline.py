@@ -17,12 +17,16 @@ def test_retraining_flow_end_to_end(tiny_project, prefect_api):
     from flows.retrain import retrain
     from mirops.cli import where_to_look
 
-    summary = retrain(root=str(tiny_project))
-    settings = Settings.load(tiny_project)
+    # Both families: each trains, is evaluated, registered as its own model and judged by the gate.
+    east = {"east__epochs": 2, "east__student": "mobile_fcn", "east__clip_seconds": 3.0,
+            "east__model_name": "tiny-east"}
+    summary = retrain(root=str(tiny_project), family="both", overrides=east)
+    settings = Settings.load(tiny_project, **east)
 
     # What `mirops pipeline run` (and so `make demo`) ends with: where to look.
     told = where_to_look(summary, tiny_project)
-    for where in ("artifacts/audit/audit.html", "models:/tiny-instruments/1", "champion", "drift.html", "make ui"):
+    for where in ("artifacts/audit/audit.html", "models:/tiny-instruments/1", "models:/tiny-east/1", "champion: v1",
+                  "promote: first champion", "drift.html", "make ui"):
         assert where in told, f"{where!r} missing from:\n{told}"
 
     # The dataset version everything carries is the md5 DVC recorded for data/.
@@ -38,9 +42,21 @@ def test_retraining_flow_end_to_end(tiny_project, prefect_api):
     assert run.data.tags["mirops.audit_success"] == "true"
     for metric in ("test_mAP", "test_ROC_AUC", "test_F1_macro", "params_trainable", "valid_mAP"):
         assert metric in run.data.metrics, metric
-    assert run.data.tags["mirops.drift_detected"] in ("true", "false")  # the verdict is on the run too
     assert run.data.metrics["params_trainable"] < 10_000  # U-Net + a 4-class head: reprogramming is tiny
+    # Lineage on the version: data, audit, the drift verdict it was registered under, the run, the code.
     assert champion.tags["mirops.dataset_version"] == dvc_md5
+    assert champion.tags["mirops.audit_run_id"] == summary["audit"]["run_id"]
+    assert champion.tags["mirops.drift_run_id"] == summary["drift"]["run_id"]
+    assert champion.tags["mirops.training_run_id"] == champion.run_id
+    assert champion.tags["mirops.decision_run_id"] == summary["models"]["reprogram"]["decision_run_id"]
+    assert f"# {settings.registry.model_name} v1" in champion.description  # the model card
+    assert run.data.tags["mirops.flow_run_id"]  # the Prefect flow run that made it
+
+    # The EAsT student is its own registered model, with its own champion and the same lineage.
+    student = client.get_model_version_by_alias("tiny-east", "champion")
+    assert student.tags["mirops.family"] == "east" and student.tags["mirops.dataset_version"] == dvc_md5
+    assert client.get_run(student.run_id).data.metrics["params_trainable"] > 100_000  # Mobile FCN
+    assert "test_mAP" in client.get_run(student.run_id).data.metrics
 
     # The champion serves from the registry alone: raw audio in, one probability per class out.
     import torch
@@ -59,9 +75,9 @@ def test_retraining_flow_end_to_end(tiny_project, prefect_api):
     assert audit["success"] is True and audit["dataset_version"] == dvc_md5
     assert summary["audit"]["success"] is True
 
-    # The drift report exists and its share is a share.
+    # The drift report exists, its share is a share, and its verdict has a severity.
     drift = summary["drift"]
-    assert 0.0 <= drift["drift_share"] <= 1.0
+    assert 0.0 <= drift["drift_share"] <= 1.0 and drift["severity"] in ("none", "drift")
     assert (tiny_project / "dashboards").is_dir()
     assert json.loads(Path(drift["json_path"]).read_text())
 
