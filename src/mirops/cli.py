@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -217,7 +218,7 @@ def cmd_predict(args):
 def cmd_monitor(args):
     from mirops import steps
 
-    result = steps.monitor(_settings(args), Path(args.current) if args.current else None)
+    result = steps.monitor(_settings(args), Path(args.current) if args.current else None, reference=args.reference)
     _emit(args, result)
     if args.fail_on_drift and result.drift_detected:
         raise SystemExit(3)
@@ -245,7 +246,8 @@ def cmd_serve(args):
     from flows.deployments import serve_all
 
     try:
-        serve_all(_settings(args), _overrides(args) or None, echo=lambda line: print(line, file=sys.stderr))
+        serve_all(_settings(args), _overrides(args) or None, echo=lambda line: print(line, file=sys.stderr),
+                  announce=lambda plan: (_emit(args, plan), sys.stdout.flush()))
     except ConnectionError as exc:
         raise SystemExit(f"mirops serve: {exc}") from exc
 
@@ -403,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     mon = sub.add_parser("monitor", help="Evidently drift report of a batch of audio vs the training data")
     mon.add_argument("--current", help="folder of audio (or with a manifest.parquet); default production/")
+    mon.add_argument("--reference", metavar="V|PATH",
+                     help="dataset version (id or prefix; its train split) or folder of audio to compare with; "
+                          "default: the champion's dataset version, else the current one")
     mon.add_argument("--fail-on-drift", action="store_true", help="exit 3 when drift is detected")
     mon.set_defaults(func=cmd_monitor)
 
@@ -440,6 +445,19 @@ def main(argv: list[str] | None = None) -> None:
     except (FileNotFoundError, FileExistsError, LookupError, ValueError) as exc:
         print(f"mirops: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
+    except Exception as exc:
+        if not _tracking_server_lost(exc):
+            raise
+        print(f"mirops: error: the MLflow tracking server ({os.environ.get('MLFLOW_TRACKING_URI')}) did not answer "
+              "within the client's retries (MLFLOW_HTTP_REQUEST_MAX_RETRIES / MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR); "
+              f"nothing was registered half-way. Start it again and rerun. ({exc})", file=sys.stderr)
+        raise SystemExit(4) from exc
+
+
+def _tracking_server_lost(exc: BaseException) -> bool:
+    text = str(exc)
+    return type(exc).__name__ == "MlflowException" and "API request to" in text and (
+        "Max retries exceeded" in text or "Connection refused" in text)
 
 
 if __name__ == "__main__":

@@ -60,8 +60,8 @@ def setup(settings: Settings) -> str:
     if experiment is not None:
         mlflow.set_experiment(experiment_id=experiment.experiment_id)
         return experiment.experiment_id
-    location = None
-    if settings.tracking_uri.startswith("sqlite:"):
+    location = None  # a tracking server decides where artifacts go; a database store would use ./mlruns
+    if not settings.tracking_uri.startswith(("http://", "https://", "databricks")):
         settings.artifact_root.mkdir(parents=True, exist_ok=True)
         location = settings.artifact_root.as_uri()
     experiment_id = mlflow.create_experiment(name, artifact_location=location)
