@@ -363,10 +363,12 @@ def gate(settings: Settings, name: str, version: str | None = None) -> tuple[Dec
 
 def _emit(decision: Decision) -> None:
     colour = {"promote": "green", "rollback": "yellow", "reject": "red", "noop": "blue"}[decision.action]
+    from rich.markup import escape
+
     head, *rest = decision.explain().splitlines()
-    console.print(f"[bold {colour}]{head}[/]")
-    for line in rest:
-        console.print(line, highlight=False)
+    console.print(f"[bold {colour}]{escape(head)}[/]")
+    for line in rest:  # "[ok  ]" and "[FAIL]" are text, not markup
+        console.print(line, highlight=False, markup=False)
     if decision.run_id is not None:
         console.print(f"  decision run: {decision.run_id}")
 
