@@ -30,7 +30,7 @@ def drift_check(settings: Settings, current: str | None):
 
 def drift_reason(verdict) -> str:
     """One sentence a person reads in the retraining run: what drifted, by how much, against what threshold."""
-    parts = [f"{len(verdict.drifted_columns)} of {verdict.n_columns} audio descriptors drifted "
+    parts = [f"{len(verdict.drifted_columns)} of {verdict.n_columns} columns (descriptors, class scores) drifted "
              f"(share {verdict.drift_share:.2f}, threshold {verdict.threshold:.2f}"
              + (f": {', '.join(verdict.drifted_columns[:5])}" if verdict.drifted_columns else "") + ")"]
     if verdict.embedding_drift_score is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("DO_NOT_TRACK", "true")  # before Evidently is imported: no telemetry
@@ -95,8 +97,229 @@ def test_embedding_threshold_tightens_with_more_rows():
     assert embedding_auc_threshold(100_000, 100_000) == 0.55
 
 
+def clustered(groups: int, per_group: int, seed: int, prefix: str) -> pd.DataFrame:
+    """Rows that come in recordings: each group's rows sit close to the group's own centre, and the centres
+    of every table are drawn from one distribution (no drift between tables)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0.0, 1.0, (groups, len(EMBEDDING)))
+    rows = np.repeat(centres, per_group, axis=0) + rng.normal(0.0, 0.1, (groups * per_group, len(EMBEDDING)))
+    frame = pd.DataFrame(rows, columns=EMBEDDING)
+    frame[COLUMNS] = rng.normal(0.0, 1.0, (len(frame), len(COLUMNS)))
+    frame["group"] = [f"{prefix}{g}" for g in np.repeat(np.arange(groups), per_group)]
+    return frame
+
+
+def test_clips_of_one_recording_stay_on_one_side_of_the_embedding_classifier(tmp_path: Path):
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import train_test_split
+
+    from mirops.monitor.drift import grouped_domain_auc
+
+    reference, current = clustered(16, 6, seed=1, prefix="a"), clustered(16, 6, seed=2, prefix="b")
+    # Evidently's row-wise split: held-out rows are recognised by their recording, a false drift.
+    x = np.vstack([reference[EMBEDDING], current[EMBEDDING]])
+    y = np.r_[np.ones(len(reference)), np.zeros(len(current))]
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.5, random_state=42, shuffle=True)
+    row_auc = roc_auc_score(y_test, SGDClassifier(loss="log_loss", random_state=42).fit(x_train, y_train)
+                            .predict_proba(x_test)[:, 1])
+    grouped = grouped_domain_auc(reference[EMBEDDING].to_numpy(), current[EMBEDDING].to_numpy(),
+                                 reference["group"], current["group"])
+    assert row_auc > 0.9 and grouped < embedding_auc_threshold(16, 16)
+
+    result = drift_report(reference, current, columns=COLUMNS, embedding_columns=EMBEDDING, out_dir=tmp_path,
+                          threshold=THRESHOLD, group_column="group")
+    assert (result.reference_groups, result.current_groups) == (16, 16)
+    # Chance AUCs of 16 + 16 recordings spread wider than those of 96 + 96 independent clips.
+    assert result.embedding_threshold > embedding_auc_threshold(96, 96)
+    assert result.embedding_drift_score == pytest.approx(grouped) and result.embedding_drift_detected is False
+    assert result.drift_detected is False
+
+    shifted = clustered(16, 6, seed=3, prefix="c")
+    shifted[EMBEDDING] += 1.0  # every recording of the batch moved: drift, whatever the grouping
+    moved = drift_report(reference, shifted, columns=COLUMNS, embedding_columns=EMBEDDING, out_dir=tmp_path / "moved",
+                         threshold=THRESHOLD, group_column="group")
+    assert moved.embedding_drift_score > moved.embedding_threshold and moved.drift_detected is True
+
+
+def test_chance_threshold_of_independent_clips_matches_the_closed_form():
+    from mirops.monitor.drift import grouped_domain_classifier
+
+    rng = np.random.default_rng(0)
+    reference, current = rng.normal(0, 1, (200, 16)), rng.normal(0, 1, (200, 16))
+    held_out = grouped_domain_classifier(reference, current, np.arange(200), np.arange(200))  # a group per clip
+    assert held_out.null_auc_quantile() == pytest.approx(embedding_auc_threshold(200, 200), abs=0.01)
+
+
 def test_missing_columns_are_named(tmp_path: Path):
     reference = table(10, seed=1)
     with pytest.raises(ValueError, match="current table lacks column.*emb_3"):
         drift_report(reference, reference.drop(columns=["emb_3"]), columns=COLUMNS, embedding_columns=EMBEDDING,
                       out_dir=tmp_path, threshold=THRESHOLD)
+
+
+# ---------------------------------------------------------------- the monitor step: references, champion, CLI
+
+def _tone_batch(folder: Path, n: int = 12, seconds: float = 3.0, rate: int = 16000) -> Path:
+    """A batch nothing like the demo's music: loud white noise and pure tones."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(5)
+    folder.mkdir(parents=True)
+    t = np.arange(int(seconds * rate)) / rate
+    for i in range(n):
+        wave = (rng.uniform(-0.9, 0.9, len(t)) if i % 2 else 0.9 * np.sin(2 * np.pi * (300 + 150 * i) * t))
+        sf.write(folder / f"tone{i:02d}.wav", wave.astype(np.float32), rate)
+    return folder
+
+
+def _register_champion(settings, dataset_version: str) -> str:
+    """The probe model of test_predict (probabilities that describe what it hears), registered as champion
+    with the dataset version it was "trained" on as its registry tag, as `mirops register` tags versions."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from mirops.registry import models, tracking
+    from tests.test_predict import Probe
+
+    name = settings.registry.model_name
+    with tracking.run(settings, "probe", "train", dataset_version):
+        uri = models.log_model(Probe(), num_classes=len(Probe.classes), sample_rate=Probe.sample_rate)
+    version = mlflow.register_model(uri, name, tags={tracking.TAG_DATASET_VERSION: dataset_version}).version
+    MlflowClient().set_registered_model_alias(name, models.CHAMPION, version)
+    return str(version)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Clip-by-clip YAMNet on a shared 2-core machine: one intra-op thread (two, competing with other processes,
+    ran several times slower); the CLI processes get the same through OMP_NUM_THREADS."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def versions(tmp_path_factory: pytest.TempPathFactory, one_torch_thread) -> dict:
+    """A TINY demo project with two dataset versions: v1 (the champion's), then v2 = v1 less four training
+    clips, which is what data/ holds. The champion is the probe model, registered on v1."""
+    from mirops import steps
+    from mirops.config import Settings
+    from mirops.data.manifest import MANIFEST, read_manifest
+    from mirops.registry import tracking
+    from tests.conftest import make_project
+
+    settings = Settings.load(make_project(tmp_path_factory.mktemp("monitor") / "p"))
+    steps.demo(settings)
+    v1 = steps.version(settings, "all clips", check=False)
+    manifest, _ = read_manifest(settings.data_dir)
+    dropped = manifest[manifest["split"] == "train"].head(4)
+    for rel in dropped["path"]:
+        (settings.data_dir / rel).unlink()
+    manifest.drop(index=dropped.index).to_parquet(settings.data_dir / MANIFEST, index=False)
+    v2 = steps.version(settings, "four training clips fewer", check=False)
+    tracking.setup(settings)
+    champion = _register_champion(settings, v1)
+    n_train = int((manifest["split"] == "train").sum())
+    return {"settings": settings, "v1": v1, "v2": v2, "champion": champion, "n_train": n_train,
+            "data_files": sorted(p.name for p in settings.data_dir.rglob("*") if p.is_file())}
+
+
+def test_default_reference_is_the_champions_dataset_version_read_from_dvc_without_touching_data(versions):
+    from mirops import steps
+    from mirops.data.version import read_version
+    from mirops.registry import tracking
+
+    settings, v1, v2 = versions["settings"], versions["v1"], versions["v2"]
+    result = steps.monitor(settings)  # production/ vs the champion's data: v1, which data/ no longer holds
+    assert result.dataset_version == v1 and result.reference_rows == versions["n_train"]
+    assert (result.model_name, result.model_version) == (settings.registry.model_name, versions["champion"])
+    assert read_version(settings.root).version == v2  # data/ was not checked out or changed
+    assert sorted(p.name for p in settings.data_dir.rglob("*") if p.is_file()) == versions["data_files"]
+
+    # The champion's class probabilities are compared column by column, beside the descriptors.
+    assert result.prediction_columns == ["pred_energy", "pred_filled", "pred_pitch"]
+    assert result.n_columns == 11 + 3
+    shares = result.predicted_distribution["filled"]
+    assert 0.0 <= shares["reference_mean"] <= 1.0 and 0.0 <= shares["current_positive_share"] <= 1.0
+    snapshot = json.loads(result.json_path.read_text())
+    compared = {m["config"].get("column") for m in snapshot["metrics"]}
+    assert {"pred_energy", "spectral_centroid_hz"} <= compared
+
+    # The MLflow run: under the reference's version (what the promotion gate looks up), with the model version.
+    run = tracking.latest_run(settings, "monitor", v1)
+    assert run is not None and run.info.run_id == result.run_id
+    assert run.data.tags["mirops.model_version"] == versions["champion"]
+    assert run.data.tags["mirops.drift_severity"] == result.severity
+    assert run.data.metrics["drift_share"] == pytest.approx(result.drift_share)
+    assert run.data.params["monitor.drift_share"] == "0.5"
+    verdict = json.loads((settings.artifacts_dir / "monitor" / "verdict.json").read_text())
+    assert verdict["dataset_version"] == v1 and verdict["run_id"] == result.run_id
+    assert not list(Path(tempfile.gettempdir()).glob(f"mirops-reference-{v1[:8]}-*"))  # the view is gone
+
+
+def test_reference_by_version_prefix_or_folder(versions, tmp_path):
+    from mirops import steps
+    from mirops.registry import tracking
+
+    settings, v2 = versions["settings"], versions["v2"]
+    current = steps.monitor(settings, reference=v2[:8])  # the current version: read from data/ itself
+    assert current.dataset_version == v2 and current.reference_rows == versions["n_train"] - 4
+
+    folder = _tone_batch(tmp_path / "tones")
+    given = steps.monitor(settings, current=settings.production_dir, reference=folder)
+    assert given.dataset_version.startswith("folder-") and given.reference_rows == 12
+    run = tracking.latest_run(settings, "monitor", given.dataset_version)
+    assert run.data.tags["mirops.reference_kind"] == "folder"
+    assert given.drift_detected and given.severity in ("drift", "critical")
+
+
+def test_a_reference_that_cannot_be_found_is_named(versions, tmp_path):
+    from mirops import steps
+    from mirops.monitor.reference import open_reference, version_view
+
+    settings = versions["settings"]
+    with pytest.raises(LookupError, match="dataset version 'deadbeef' not found"):
+        steps.monitor(settings, reference="deadbeef")
+    # The champion's version gone from DVC's store: the scheduled monitor goes on against data/, and says so.
+    with open_reference(settings, None, "f" * 32, "models:/tiny-instruments/9") as ref:
+        assert ref.dataset_version == versions["v2"] and ref.folder == settings.data_dir
+        assert "models:/tiny-instruments/9's dataset version ffff" in ref.chosen_by
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        steps.monitor(settings, reference=str(tmp_path / "nowhere"))
+
+    # A version whose audio is gone from the DVC cache and the remote (e.g. after `dvc gc`).
+    copy = tmp_path / "copy"
+    shutil.copytree(settings.root, copy, symlinks=True, ignore=shutil.ignore_patterns("mlartifacts", "dashboards"))
+    (copy / ".dvc" / "config").write_text((copy / ".dvc" / "config").read_text().replace(
+        str(settings.root), str(copy)))
+    v1_listing = copy / ".dvc" / "cache" / "files" / "md5" / versions["v1"][:2] / f"{versions['v1'][2:]}.dir"
+    audio = next(e["md5"] for e in json.loads(v1_listing.read_text()) if e["relpath"].startswith("audio/"))
+    for store in (copy / ".dvc" / "cache", copy / "dvc-remote"):
+        target = store / "files" / "md5" / audio[:2] / audio[2:]
+        target.chmod(0o644)
+        target.unlink()
+    with pytest.raises(FileNotFoundError, match=f"dataset version {versions['v1']}: 1 of .* files are in neither"), \
+            version_view(copy, versions["v1"]):
+        pass
+
+
+def test_cli_json_verdict_and_fail_on_drift(versions, tmp_path, monkeypatch):
+    from tests.test_cli import REPO, mirops
+
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # the probe champion's class lives in tests/
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    root, v1 = versions["settings"].root, versions["v1"]
+    batch = _tone_batch(tmp_path / "tones")
+    done = mirops(root, "monitor", "--current", str(batch), "--reference", v1[:10], "--json", "--fail-on-drift",
+                  check=False)
+    assert done.returncode == 3, done.stderr[-3000:]  # drift: exit 3, after the verdict is out
+    verdict = json.loads(done.stdout)
+    assert verdict["drift_detected"] is True and verdict["dataset_version"] == v1
+    assert verdict["model_version"] == versions["champion"] and verdict["prediction_columns"]
+    assert {"drift_share", "embedding_drift_score", "severity", "thresholds"} <= set(verdict)
+    assert Path(verdict["html_path"]).exists() and Path(verdict["json_path"]).exists()
+    assert "DRIFT" in done.stderr

@@ -188,7 +188,7 @@ def audit(settings: Settings, dataset_version: str | None = None, raise_on_failu
     stop on a critical failure. `reference`: another dataset version to compare the label mix with."""
     import mlflow
 
-    from mirops import plots
+    from mirops import dashboards, plots
     from mirops.audit.report import raise_for_critical, run_audit
     from mirops.data.quarantine import read_quarantine, reason_counts
     from mirops.data.version import read_version_manifest
@@ -222,6 +222,8 @@ def audit(settings: Settings, dataset_version: str | None = None, raise_on_failu
         tracking.log_file(Path(result.html_path), "audit")
     summary = AuditSummary(result.success, active.info.run_id, str(result.json_path), str(result.html_path),
                            list(result.critical_failures), list(result.warnings))
+    dashboards.record_audit(settings, dataset_version, df, spec, result.tables.get("audio"), quarantined,
+                            result.success, summary.run_id)  # the data-quality dashboard (a warning if it fails)
     colour = "green" if result.success else "red"
     console.print(f"[bold]audit[/] [{colour}]{'passed' if result.success else 'FAILED'}[/] "
                   f"({len(result.checks)} checks, {len(result.warnings)} warnings) → {result.html_path}")
@@ -233,10 +235,12 @@ def audit(settings: Settings, dataset_version: str | None = None, raise_on_failu
 # ---------------------------------------------------------------- features
 
 def list_batch(folder: Path) -> pd.DataFrame:
-    """A batch of audio: the folder's manifest if it has one, else every audio file under it."""
+    """A batch of audio: the folder's manifest if it has one (clip_id, path and, if it has one, group: the
+    recording or session each clip comes from), else every audio file under it."""
     folder = Path(folder)
     if (folder / MANIFEST).exists():
-        return pd.read_parquet(folder / MANIFEST)[["clip_id", "path"]]
+        manifest = pd.read_parquet(folder / MANIFEST)
+        return manifest[["clip_id", "path"] + (["group"] if "group" in manifest.columns else [])]
     paths = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
     if not paths:
         raise FileNotFoundError(f"{folder}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) and no manifest")
@@ -281,32 +285,51 @@ def precompute_clips(settings: Settings, paths: list[str]) -> dict[str, Any]:
             "failed": {p: e.reason for p, e in failed.items()}}
 
 
-def batch_features(settings: Settings, folder: Path) -> tuple[pd.DataFrame, dict]:
-    """Per-clip audio descriptors and mean YAMNet embeddings of a folder (each clip computed once, cached),
-    and the clips skipped as unusable ({path: AudioError})."""
+def batch_features(settings: Settings, folder: Path, clips: pd.DataFrame | None = None,
+                   scorer=None) -> tuple[pd.DataFrame, dict]:
+    """Per-clip audio descriptors, mean YAMNet embeddings and, with `scorer` (`mirops.monitor.predictions`),
+    a model's class probabilities (`pred_<class>`) of a folder's clips (`clips`: clip_id, path and optionally
+    group rows, default `list_batch(folder)`), each computed once and cached by content; and the clips skipped
+    as unusable ({path: AudioError}). The table's `group` column is the clip's group, else its path."""
     from rich.progress import Progress
 
     from mirops.features.clips import descriptors, embeddings
     from mirops.features.descriptors import DESCRIPTOR_COLUMNS
 
-    clips = list_batch(folder)
+    clips = list_batch(folder) if clips is None else clips
     loader = clip_loader(settings, folder, seconds=None)
     with Progress(console=console, transient=True) as bar:
-        task = bar.add_task(f"descriptors and embeddings of {Path(folder).name}/", total=2 * len(clips))
+        what = "descriptors, embeddings and predictions" if scorer is not None else "descriptors and embeddings"
+        task = bar.add_task(f"{what} of {Path(folder).name}/", total=(3 if scorer is not None else 2) * len(clips))
         desc = descriptors(loader, list(clips["path"]), progress=lambda: bar.advance(task))
         emb = embeddings(loader, desc.paths, yamnet_embedding, YAMNET_KEY, progress=lambda: bar.advance(task))
-    failed = desc.failed | emb.failed
+        parts, done = [desc, emb], emb
+        if scorer is not None:
+            from mirops.monitor.predictions import class_scores
+
+            at_model_rate = clip_loader(settings, folder, None, loader.cache, scorer.sample_rate)
+            done = class_scores(at_model_rate, emb.paths, scorer, progress=lambda: bar.advance(task))
+            parts.append(done)
+    failed: dict = {}
+    for part in parts:
+        failed |= part.failed
     _warn_skipped(failed, f"{folder}")
     by_path = dict(zip(clips["path"], clips["clip_id"], strict=True))
-    keep = [desc.paths.index(p) for p in emb.paths]
+    group_of = dict(zip(clips["path"], clips["group"] if "group" in clips.columns else clips["path"], strict=True))
+    kept = done.paths
+
+    def block(result, columns: list[str]) -> pd.DataFrame:
+        rows = dict(zip(result.paths, result.arrays, strict=True))
+        values = np.stack([rows[p] for p in kept]) if kept else np.empty((0, len(columns)))
+        return pd.DataFrame(values, columns=columns)
+
     emb_cols = [f"{EMBEDDING_PREFIX}{i:04d}" for i in range(emb.arrays[0].shape[0])] if emb.arrays else []
-    table = pd.concat([
-        pd.DataFrame({"clip_id": [by_path[p] for p in emb.paths]}),
-        pd.DataFrame(np.stack([desc.arrays[i] for i in keep]) if keep else np.empty((0, len(DESCRIPTOR_COLUMNS))),
-                     columns=list(DESCRIPTOR_COLUMNS)),
-        pd.DataFrame(emb.stack() if emb.arrays else np.empty((0, 0)), columns=emb_cols),
-    ], axis=1)
-    return table, failed
+    blocks = [pd.DataFrame({"clip_id": [by_path[p] for p in kept], "group": [str(group_of[p]) for p in kept]}),
+              block(desc, list(DESCRIPTOR_COLUMNS)),
+              block(emb, emb_cols)]
+    if scorer is not None:
+        blocks.append(block(done, scorer.columns))
+    return pd.concat(blocks, axis=1), failed
 
 
 # ---------------------------------------------------------------- train / evaluate / register
@@ -624,57 +647,104 @@ def _audit_outcome(settings: Settings, dataset_version: str, audit_run_id: str |
 # ---------------------------------------------------------------- monitor
 
 def monitor(
-    settings: Settings, current: Path | None = None, dataset_version: str | None = None, run_id: str | None = None
+    settings: Settings, current: Path | None = None, dataset_version: str | None = None, run_id: str | None = None,
+    reference: str | Path | None = None,
 ):
-    """Evidently drift report: the training audio (reference) vs a batch of incoming audio (current).
+    """Evidently drift report and verdict: a batch of incoming audio (`current`, default production/) vs a reference.
 
-    With `run_id` (the pipeline's training run) the verdict is also recorded on that run.
+    The reference is `reference` (a dataset version id or prefix, or a folder of audio), else `dataset_version`
+    (the pipeline's: the version it is about to train on), else the champion's dataset version (its registry
+    tag), else the current version of data/; of a dataset version, its train split. Per clip: audio descriptors
+    and the champion's class probabilities are compared column by column, the YAMNet embeddings together
+    (domain classifier). The verdict is logged as an MLflow "monitor" run tagged with the reference's dataset
+    version (the promotion gate reads the newest verdict on a version) and the champion's version; with
+    `run_id` (the pipeline's training run) it is also recorded on that run.
     """
     import mlflow
 
     from mirops.features.descriptors import DESCRIPTOR_COLUMNS
-    from mirops.monitor.drift import drift_report, severity
-    from mirops.registry import models, tracking
+    from mirops.monitor.drift import drift_report, report_dir, severity
+    from mirops.monitor.predictions import champion_entry, load_scorer, predicted_distribution
+    from mirops.monitor.reference import open_reference
+    from mirops.registry import tracking
 
-    dataset_version = dataset_version or current_version(settings)
+    if reference is not None and dataset_version is not None:
+        raise ValueError("give the reference either as a dataset version or as `reference`, not both")
     current = Path(current or settings.production_dir)
     started = time.perf_counter()
-    df, _ = read_manifest(settings.data_dir)
-    reference, _ = batch_features(settings, settings.data_dir)
-    reference = reference[reference["clip_id"].isin(set(df.loc[df["split"] == "train", "clip_id"]))]
-    batch, skipped = batch_features(settings, current)
-    emb_cols = [c for c in reference.columns if c.startswith(EMBEDDING_PREFIX)]
     tracking.setup(settings)
-    champion = models.alias_version(settings.registry.model_name, models.CHAMPION)
-    tags = {"dataset_version": dataset_version, "current": str(current), "champion_version": str(champion)}
-    out_dir = settings.dashboards_dir / "reports" / time.strftime("%Y%m%d-%H%M%S")
-    result = drift_report(reference, batch, columns=list(DESCRIPTOR_COLUMNS), embedding_columns=emb_cols,
+    champion = champion_entry(settings)
+    scorer = None
+    if champion is not None:
+        try:
+            scorer = load_scorer(champion)
+        except Exception as exc:  # noqa: BLE001 - drift of the audio is still worth reporting
+            console.print(f"[yellow]warning[/]: the champion {champion.uri} could not be loaded ({exc}); "
+                          "comparing without its predictions")
+    with open_reference(settings, reference if reference is not None else dataset_version,
+                        champion.dataset_version if champion else None, champion.uri if champion else None) as ref:
+        console.print(f"[bold]monitor[/] {current} vs {ref.describe()}"
+                      + (f", with the predictions of {champion.uri}" if scorer else ""))
+        ref_table, ref_skipped = batch_features(settings, ref.folder, ref.clips, scorer)
+    batch, skipped = batch_features(settings, current, scorer=scorer)
+    for table, what, failed in ((ref_table, ref.describe(), ref_skipped), (batch, str(current), skipped)):
+        if table.empty:
+            raise ValueError(f"{what}: none of its clips could be used ({len(failed)} unusable)")
+    emb_cols = [c for c in ref_table.columns if c.startswith(EMBEDDING_PREFIX)]
+    pred_cols = scorer.columns if scorer else []
+    model_version = champion.version if champion else "none"
+    tags = {"dataset_version": ref.dataset_version, "reference": ref.describe(), "current": str(current),
+            "champion_version": model_version}
+    out_dir = report_dir(settings.dashboards_dir / "reports")
+    result = drift_report(ref_table, batch, columns=list(DESCRIPTOR_COLUMNS) + pred_cols, embedding_columns=emb_cols,
                           out_dir=out_dir, threshold=settings.monitor.drift_share_threshold,
-                          workspace_dir=settings.dashboards_dir / "workspace", project="drift", tags=tags)
+                          workspace_dir=settings.dashboards_dir / "workspace", project="drift", tags=tags,
+                          group_column="group")
     level = severity(result, settings.monitor.critical_drift_share, settings.monitor.critical_auc)
-    with tracking.run(settings, "monitor", "monitor", dataset_version) as active:
+    result.severity, result.dataset_version, result.reference = level, ref.dataset_version, ref.describe()
+    result.current, result.prediction_columns = str(current), pred_cols
+    result.model_name, result.model_version = (champion.name, champion.version) if champion else (None, None)
+    result.predicted_distribution = (predicted_distribution(ref_table, batch, scorer.classes, scorer.threshold)
+                                     if scorer else {})
+    result.thresholds = {"drift_share": settings.monitor.drift_share_threshold,
+                         "critical_drift_share": settings.monitor.critical_drift_share,
+                         "critical_auc": settings.monitor.critical_auc}
+    if result.embedding_threshold is not None:
+        result.thresholds["embedding_auc"] = result.embedding_threshold
+    with tracking.run(settings, "monitor", "monitor", ref.dataset_version) as active:
         mlflow.set_tags({"mirops.drift_detected": str(result.drift_detected).lower(), "mirops.drift_severity": level,
                          "mirops.evidently_snapshot": str(result.snapshot_id),
-                         "mirops.champion_version": str(champion), "mirops.current": str(current)})
+                         "mirops.champion_version": model_version,
+                         "mirops.model_name": champion.name if champion else "none",
+                         "mirops.model_version": model_version,
+                         "mirops.predictions": "compared" if scorer else ("unavailable" if champion else "no champion"),
+                         "mirops.reference": ref.describe(), "mirops.reference_kind": ref.kind,
+                         "mirops.reference_chosen_by": ref.chosen_by, "mirops.current": str(current)})
+        mlflow.log_params({f"monitor.{k}": v for k, v in result.thresholds.items()})
         mlflow.log_metrics({"drift_share": result.drift_share, "drifted_columns": len(result.drifted_columns),
-                            "clips_skipped": len(skipped),
+                            "compared_columns": result.n_columns, "reference_clips": result.reference_rows,
+                            "current_clips": result.current_rows, "clips_skipped": len(skipped),
+                            "reference_clips_skipped": len(ref_skipped),
                             "monitor_seconds": time.perf_counter() - started}
                            | ({"embedding_drift_score": result.embedding_drift_score}
                               if result.embedding_drift_score is not None else {}))
         tracking.log_file(Path(result.html_path), "drift")
         tracking.log_file(Path(result.json_path), "drift")
+        result.run_id = active.info.run_id
+        tracking.log_json(result.to_json(), "drift/verdict.json")
     if run_id:
         with tracking.resume(settings, run_id):
             mlflow.set_tags({"mirops.drift_detected": str(result.drift_detected).lower(),
                              "mirops.drift_run_id": active.info.run_id})
             mlflow.log_metric("production_drift_share", result.drift_share)
-    result.run_id, result.severity = active.info.run_id, level
     payload: dict[str, Any] = result.to_json()
     tracking.write_json(settings.artifacts_dir / "monitor" / "verdict.json", payload)
     verdict = {"critical": "[bold red]CRITICAL DRIFT[/]", "drift": "[red]DRIFT[/]"}.get(level, "[green]no drift[/]")
     embedding = ("" if result.embedding_drift_score is None else
-                 f", embedding drift AUC {result.embedding_drift_score:.2f}"
-                 f"{' (drifted)' if result.embedding_drift_detected else ''}")
-    console.print(f"[bold]monitor[/] {verdict}: descriptor drift share {result.drift_share:.2f} "
-                  f"({len(result.drifted_columns)}/{result.n_columns} columns){embedding} → {result.html_path}")
+                 f", embedding drift AUC {result.embedding_drift_score:.2f} (threshold {result.embedding_threshold:.2f}"
+                 f"{', drifted' if result.embedding_drift_detected else ''})")
+    console.print(f"[bold]monitor[/] {verdict}: drift share {result.drift_share:.2f} "
+                  f"({len(result.drifted_columns)}/{result.n_columns} columns: descriptors"
+                  f"{' and predictions' if pred_cols else ''}; threshold {result.threshold:.2f}){embedding} "
+                  f"vs dataset {ref.dataset_version} (model version {model_version}) → {result.html_path}")
     return result
