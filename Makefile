@@ -48,13 +48,10 @@ lint: $(STAMP)
 bench: setup
 	@set -e; for script in benchmarks/*.py; do echo "# $$script" >&2; $(BIN)/python $$script; done
 
+# MLflow (:5000), Prefect (:4200) and Evidently (:8000) UIs of this project; a taken port falls back to a free one.
+# Ctrl-C stops all three. Other ports: make ui UI_ARGS="--mlflow-port 5001 --evidently-port 0".
 ui: $(STAMP)
-	@echo "MLflow UI:    http://127.0.0.1:5000" >&2
-	@echo "Evidently UI: http://127.0.0.1:8000" >&2
-	@trap 'kill 0' INT TERM EXIT; \
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns.db --host 127.0.0.1 --port 5000 --workers 1 & \
-	$(BIN)/evidently ui --workspace $(CURDIR)/dashboards/workspace --host 127.0.0.1 --port 8000 & \
-	wait
+	@$(BIN)/mirops ui $(UI_ARGS)
 
 clean:
 	rm -rf data production artifacts mlruns.db mlartifacts .prefect dashboards/workspace dashboards/reports \

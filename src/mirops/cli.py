@@ -252,6 +252,41 @@ def cmd_serve(args):
         raise SystemExit(f"mirops serve: {exc}") from exc
 
 
+def cmd_ui(args):
+    """The MLflow, Prefect and Evidently UIs of the project on localhost, until Ctrl-C (or SIGTERM) stops all three."""
+    from mirops import dashboards
+    from mirops.monitor.dashboards import DATA_QUALITY, DRIFT, MODELS
+    from mirops.services import project_uis, serve_until_stopped, ui_url
+
+    settings = _settings(args)
+    services, notes = project_uis(settings.root, host=args.host, mlflow_port=args.mlflow_port,
+                                  prefect_port=args.prefect_port, evidently_port=args.evidently_port)
+    for note in notes:
+        print(f"mirops ui: {note}", file=sys.stderr)
+    mlflow, prefect, evidently = services
+    print("mirops ui: starting the MLflow, Prefect and Evidently UIs (logs in "
+          f"{mlflow.log_path.parent}) and bringing the dashboards up to date ...", file=sys.stderr)
+
+    def ready() -> None:
+        dashboards.refresh(settings)  # the UIs are up meanwhile; Evidently picks up what this writes
+        projects = dashboards.project_links(settings, ui_url(evidently), (DATA_QUALITY, DRIFT, MODELS))
+        urls = {"mlflow": ui_url(mlflow), "prefect": ui_url(prefect), "evidently": ui_url(evidently)}
+        lines = [f"  MLflow UI     {urls['mlflow']}   (runs, registry: {settings.root / 'mlruns.db'})",
+                 f"  Prefect UI    {urls['prefect']}   (flow runs; PREFECT_API_URL={prefect.url})",
+                 f"  Evidently UI  {urls['evidently']}   (dashboards: {settings.root / 'dashboards' / 'workspace'})"]
+        lines += [f"    {name:<12} {link}" for name, link in projects.items()]
+        print("\n".join(["Dashboards of " + str(settings.root) + ":", *lines, "Ctrl-C stops all three."]),
+              file=sys.stderr)
+        _emit(args, {**urls, "prefect_api": prefect.url, "projects": projects})
+        sys.stdout.flush()
+
+    code = serve_until_stopped(services, on_ready=ready)
+    print("mirops ui: stopped" if code == 0 else "mirops ui: a server stopped on its own; stopped the others",
+          file=sys.stderr)
+    if code:
+        raise SystemExit(code)
+
+
 def where_to_look(summary: dict[str, Any], root: Path) -> str:
     """The end of `mirops pipeline run`: where the run's results are and how to look at them."""
     drift = summary["drift"]
@@ -273,7 +308,7 @@ def where_to_look(summary: dict[str, Any], root: Path) -> str:
     lines += [
         f"  drift report      {drift['html_path']}  ({drift['severity']}; descriptor "
         f"drift share {drift['drift_share']:.2f}, embedding drift AUC {drift['embedding_drift_score'] or 0:.2f})",
-        f"  dashboards        make ui   (MLflow UI :5000 over {summary['tracking_uri']}, "
+        f"  dashboards        make ui   (MLflow UI :5000 over {summary['tracking_uri']}, Prefect UI :4200, "
         f"Evidently UI :8000 over {root / 'dashboards' / 'workspace'})",
     ]
     return "\n".join(lines)
@@ -427,6 +462,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="serve the scheduled deployments (mirops-retrain/weekly, mirops-monitor/daily) of "
                    "params.yaml's schedule section on the Prefect server of PREFECT_API_URL (blocks)"
                    ).set_defaults(func=cmd_serve)
+    ui = sub.add_parser("ui", help="the MLflow, Prefect and Evidently UIs of the project on localhost (blocks; "
+                        "Ctrl-C stops all three); a port that is taken falls back to a free one")
+    ui.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
+    ui.add_argument("--mlflow-port", type=int, default=5000, help="MLflow UI port (default 5000; 0: any free port)")
+    ui.add_argument("--prefect-port", type=int, default=4200, help="Prefect UI port (default 4200; 0: any free port)")
+    ui.add_argument("--evidently-port", type=int, default=8000,
+                    help="Evidently UI port (default 8000; 0: any free port)")
+    ui.set_defaults(func=cmd_ui)
     return parser
 
 

@@ -1,10 +1,11 @@
-"""Local servers as child processes: `mlflow server` and `prefect server start` on free localhost ports.
+"""Local servers as child processes: `mlflow server`, `prefect server start` and `evidently ui` on localhost.
 
 Each server runs in a session (and so a process group) of its own, writes its output to a log file, and is
 ready when its health URL answers. `Service.stop()` ends the whole group, SIGTERM then SIGKILL, and any
-descendant that left it, so nothing outlives it. `local_servers()` starts both for a block of code and
-yields the two URLs to export (`MLFLOW_TRACKING_URI`, `PREFECT_API_URL`); nothing else changes between
-the embedded defaults and real servers. Used by the integration tests and by `mirops ui`.
+descendant that left it, so nothing outlives it. `local_servers()` starts MLflow and Prefect for a block of
+code and yields the two URLs to export (`MLFLOW_TRACKING_URI`, `PREFECT_API_URL`); nothing else changes between
+the embedded defaults and real servers. `project_uis()` are the three UIs of a project's own stores, which
+`mirops ui` serves until Ctrl-C (`serve_until_stopped`). Used by the integration tests and by `mirops ui`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,26 @@ def free_port(host: str = LOCALHOST) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def port_is_free(port: int, host: str = LOCALHOST) -> bool:
+    """Whether nobody listens on `port` of `host` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def choose_port(wanted: int | None, host: str = LOCALHOST) -> tuple[int, str | None]:
+    """`wanted` if it is free, else a free port and a sentence saying so; 0 or None: any free port."""
+    if not wanted:
+        return free_port(host), None
+    if port_is_free(wanted, host):
+        return wanted, None
+    port = free_port(host)
+    return port, f"port {wanted} is taken, using {port}"
 
 
 def tool(name: str) -> str:
@@ -262,6 +283,86 @@ def prefect_server(home: Path, log_dir: Path, *, host: str = LOCALHOST, port: in
         **(env or {}),
     })
     return Service("prefect", url, argv, Path(log_dir) / f"prefect-{port}.log", health_url=f"{url}/health", env=env)
+
+
+def evidently_ui(workspace: Path, log_dir: Path, *, host: str = LOCALHOST, port: int | None = None,
+                 env: Mapping[str, str | None] | None = None) -> Service:
+    """`evidently ui` over the local workspace folder `workspace` (it picks up runs written while it serves).
+    Not started."""
+    port = port or free_port(host)
+    workspace = Path(workspace).resolve()
+    workspace.mkdir(parents=True, exist_ok=True)
+    argv = [tool("evidently"), "ui", "--workspace", str(workspace), "--host", host, "--port", str(port)]
+    url = f"http://{host}:{port}"
+    return Service("evidently", url, argv, Path(log_dir) / f"evidently-{port}.log", health_url=f"{url}/api/version",
+                   env=child_env(env), cwd=workspace.parent)
+
+
+def ui_url(service: Service) -> str:
+    """Where a person points the browser: the server's root (Prefect's `url` is its API)."""
+    return service.url.removesuffix("/api")
+
+
+def project_uis(root: Path, *, host: str = LOCALHOST, mlflow_port: int | None = 5000, prefect_port: int | None = 4200,
+                evidently_port: int | None = 8000) -> tuple[list[Service], list[str]]:
+    """The MLflow UI over the project's store (`root`/mlruns.db, artifacts in `root`/mlartifacts), the Prefect UI
+    over its PREFECT_HOME (`root`/.prefect) and the Evidently UI over `root`/dashboards/workspace, logs in
+    `root`/dashboards/logs; not started. A port that is taken is replaced by a free one: the notes say which."""
+    root = Path(root).resolve()
+    logs = root / "dashboards" / "logs"
+    notes: list[str] = []
+    ports = {}
+    for name, wanted in (("MLflow", mlflow_port), ("Prefect", prefect_port), ("Evidently", evidently_port)):
+        ports[name], note = choose_port(wanted, host)
+        if note:
+            notes.append(f"{name} UI: {note}")
+    services = [
+        mlflow_server(sqlite_uri(root / "mlruns.db"), root / "mlartifacts", logs, host=host, port=ports["MLflow"]),
+        prefect_server(root / ".prefect", logs, host=host, port=ports["Prefect"]),
+        evidently_ui(root / "dashboards" / "workspace", logs, host=host, port=ports["Evidently"]),
+    ]
+    return services, notes
+
+
+def serve_until_stopped(services: list[Service], *, on_ready: Callable[[], None] | None = None,
+                        timeout: float = 240.0, poll: float = 0.5) -> int:
+    """Start `services` together, call `on_ready` once all answer, then wait until SIGINT (Ctrl-C), SIGTERM or
+    SIGHUP, or until one of them exits; stop them all (their whole process groups) whatever happens.
+    Returns 0 when stopped by a signal, 1 when a service exited on its own."""
+    # SIGINT too: a process started in the background by a shell inherits SIGINT ignored.
+    stop_signals = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+    previous = {sig: signal.getsignal(sig) for sig in stop_signals}
+
+    def interrupt(signum, frame):  # each ends the wait the way Ctrl-C does
+        raise KeyboardInterrupt
+
+    for sig in stop_signals:
+        signal.signal(sig, interrupt)
+    try:
+        for service in services:
+            service.start(wait=False)
+        for service in services:
+            service.wait_ready(timeout)
+        if on_ready is not None:
+            on_ready()
+        while True:
+            for service in services:
+                if not service.running:
+                    print(f"{service.name} stopped on its own (exit code {service.process.poll()}); end of its log "
+                          f"{service.log_path}:\n{_tail(service.log_path)}", file=sys.stderr)
+                    return 1
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for sig in stop_signals:  # a second Ctrl-C while stopping must not leave half the servers running
+            signal.signal(sig, signal.SIG_IGN)
+        try:
+            for service in reversed(services):
+                service.stop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mirops import dashboards
 from mirops.config import Settings
 from mirops.data.manifest import read_manifest
 from mirops.registry.promotion import Decision
@@ -261,6 +262,7 @@ def register(settings: Settings, run_id: str | None = None, family: str = "repro
     aliases = [a for a in client.get_model_version(name, version).aliases]
     reg = Registration(name, version, aliases, run_id, dataset_version, lineage)
     tracking.write_json(settings.artifacts_dir / "register" / f"{family}.json", asdict(reg))
+    dashboards.record_registry(settings, [name])  # the models dashboard (a warning if it fails)
     console.print(f"[bold]register[/] {name} v{version} → {', '.join(aliases)} "
                   f"(dataset {dataset_version}, audit {lineage[tracking.TAG_AUDIT_SUCCESS]})")
     return reg
@@ -398,6 +400,7 @@ def promote(settings: Settings, name: str | None = None, version: str | None = N
         _emit(decision)
         family = "east" if name == settings.east.model_name else "reprogram"
         tracking.write_json(settings.artifacts_dir / "promote" / f"{family}.json", decision.to_json())
+        dashboards.record_registry(settings, [name])  # the models dashboard (a warning if it fails)
         return decision
     raise RuntimeError(f"the champion of {name} kept moving during {attempts} attempts to decide on v{version}")
 
@@ -427,4 +430,6 @@ def rollback(settings: Settings, name: str | None = None, reason: str = "", dry_
         if not dry_run:
             promotion.apply(settings, decision)
     _emit(decision)
+    if not dry_run:
+        dashboards.record_registry(settings, [name])  # the models dashboard (a warning if it fails)
     return decision

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 EMBEDDING_NAME = "embedding"
-EMBEDDING_METRIC_TYPE = "mirops:metric_v2:EmbeddingClassifierDrift"
+EMBEDDING_METRIC_TYPE = "evidently:metric_v2:MiropsEmbeddingClassifierDrift"  # panels match evidently:metric_v2:*
 AUC_FLOOR = 0.55  # Evidently's fixed ModelDriftMethod threshold: the smallest effect we call drift
 Z_ONE_SIDED_95 = 1.645  # Evidently's bootstrap compares with the 95th percentile of chance AUCs
 SGD_EPOCHS = 50  # passes of the domain classifier's fit (see `grouped_domain_classifier`)
@@ -263,7 +263,7 @@ def _datasets(
     groups = [group_column] if group_column else []  # read by the embedding metric only, never compared
     definition = DataDefinition(
         numerical_columns=numeric,
-        categorical_columns=[c for c in columns if c not in numeric] + groups,
+        categorical_columns=[c for c in columns if c not in numeric],  # the group column: undeclared, never compared
         # Declared as an embedding, not as 1024 numerical columns: Evidently would profile each one.
         embeddings={EMBEDDING_NAME: embedding_columns} if embedding_columns else None,
     )
@@ -286,10 +286,10 @@ def _report(columns: list[str], embedding_threshold: float | None, threshold: fl
     from evidently.presets import DataDriftPreset
     from evidently.tests import lte
 
-    metrics: list[Any] = [DataDriftPreset(columns=columns, drift_share=threshold)]
+    metrics: list[Any] = [DataDriftPreset(drift_share=threshold)]  # every declared column: `columns`
     if embedding_threshold is not None:
         metric = _embedding_metric_class()
-        method = ModelDriftMethod(threshold=embedding_threshold)
+        method = ModelDriftMethod()  # the batch's threshold is the test's: metric params stay the same across batches
         metrics.append(metric(embeddings_name=EMBEDDING_NAME, drift_method=method, group_column=group_column,
                               tests=[lte(embedding_threshold)]))
     # include_tests: the per-column drift verdicts come out as tests, which is where we read them.
