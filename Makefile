@@ -54,5 +54,5 @@ ui: $(STAMP)
 	@$(BIN)/mirops ui $(UI_ARGS)
 
 clean:
-	rm -rf data production artifacts mlruns.db mlartifacts .prefect dashboards/workspace dashboards/reports \
+	rm -rf data production artifacts mlruns.db mlartifacts .prefect dashboards/workspace dashboards/reports dashboards/logs \
 	       dvc-remote data.dvc .dvc/cache .dvc/tmp

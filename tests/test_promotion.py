@@ -299,7 +299,7 @@ def test_two_racing_promotions_leave_one_champion_and_lose_no_history(settings):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
               for v in (second, third)]
     outcomes = [r.communicate(timeout=300) for r in racers]
-    print([out for out, _ in outcomes])
+    print([out for out, _ in outcomes])  # who was judged against whom, shown if an assertion below fails
     assert all(r.returncode == 0 for r in racers), [err[-2000:] for _, err in outcomes]
 
     champion = models.alias_version(NAME, "champion")

@@ -712,7 +712,8 @@ def monitor(
     if result.embedding_threshold is not None:
         result.thresholds["embedding_auc"] = result.embedding_threshold
     with tracking.run(settings, "monitor", "monitor", ref.dataset_version) as active:
-        mlflow.set_tags({"mirops.drift_detected": str(result.drift_detected).lower(), "mirops.drift_severity": level,
+        mlflow.set_tags({"mirops.drift_detected": str(result.drift_detected).lower(),
+                         tracking.TAG_DRIFT_SEVERITY: level,
                          "mirops.evidently_snapshot": str(result.snapshot_id),
                          "mirops.champion_version": model_version,
                          "mirops.model_name": champion.name if champion else "none",

@@ -25,13 +25,13 @@ from mirops import dashboards
 from mirops.config import Settings
 from mirops.data.manifest import read_manifest
 from mirops.registry.promotion import Decision
+from mirops.registry.tracking import TAG_DRIFT_SEVERITY
 from mirops.steps import _split, console, current_version, split_frames
 
 PREDICTIONS_FILE = "test_predictions.parquet"
 TAG_FAMILY = "mirops.family"
 TAG_TRAINING_RUN = "mirops.training_run_id"
 TAG_DRIFT_RUN = "mirops.drift_run_id"
-TAG_DRIFT_SEVERITY = "mirops.drift_severity"
 RUN_FILES = {"reprogram": "run.json", "east": "east-run.json"}
 
 
@@ -407,6 +407,8 @@ def promote(settings: Settings, name: str | None = None, version: str | None = N
 
 def rollback(settings: Settings, name: str | None = None, reason: str = "", dry_run: bool = False) -> Decision:
     """Point `champion` back at the previous champion (the one before the current, skipping deleted ones)."""
+    from mlflow import MlflowClient
+
     from mirops.registry import models, promotion, tracking
     from mirops.registry.lock import registry_lock
 
@@ -418,8 +420,6 @@ def rollback(settings: Settings, name: str | None = None, reason: str = "", dry_
         if current is None or previous is None:
             raise LookupError(f"{name} has no earlier champion to roll back to (champions so far: "
                               f"{promotion.champion_stack(name) or 'none'})")
-        from mlflow import MlflowClient
-
         tags = MlflowClient().get_model_version(name, previous).tags
         why = reason or "requested by hand"
         decision = Decision("rollback", name, previous, current, previous,

@@ -25,6 +25,7 @@ TAG_STEP = "mirops.step"
 TAG_AUDIT_SUCCESS = "mirops.audit_success"
 TAG_AUDIT_RUN = "mirops.audit_run_id"
 TAG_MODEL_URI = "mirops.model_uri"
+TAG_DRIFT_SEVERITY = "mirops.drift_severity"  # on monitor runs: none | drift | critical (the gate reads it)
 
 
 def git_commit(root: Path) -> str:
