@@ -18,6 +18,8 @@ MANIFEST = "manifest.parquet"
 LABELS = "labels.json"
 LABEL_PREFIX = "label:"
 SPLITS = ("train", "valid", "test", "unlabeled")
+TRAIN, VALID, TEST, UNLABELED = SPLITS
+LABELLED_SPLITS = (TRAIN, VALID, TEST)  # the splits whose clips carry annotations
 BASE_COLUMNS = ("clip_id", "path", "split", "group", "duration_s", "sample_rate")
 
 

@@ -277,7 +277,7 @@ def read_version_manifest(root: Path, version: str, target: str = "data"):
     root = Path(root)
     record = find_version(root, version)
     places = [root / ".dvc" / "cache" / "files" / "md5"]
-    remote = _local_remote(root)
+    remote = local_remote(root)
     if remote is not None:
         places.append(remote / "files" / "md5")
 
@@ -299,7 +299,7 @@ def read_version_manifest(root: Path, version: str, target: str = "data"):
     return df, spec, record.version
 
 
-def _local_remote(root: Path) -> Path | None:
+def local_remote(root: Path) -> Path | None:
     try:
         repo = ensure_repo(root)
     except Exception:  # not a DVC project: only the cache can hold versions

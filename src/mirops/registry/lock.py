@@ -18,8 +18,10 @@ from contextlib import contextmanager, suppress
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from mirops.lineage import TAG_LOCK_EXPIRES, TAG_LOCK_HOLDER
+
 LOCK_SUFFIX = ".promotion-lock"
-TAG_HOLDER, TAG_EXPIRES = "mirops.lock_holder", "mirops.lock_expires"
+TAG_HOLDER, TAG_EXPIRES = TAG_LOCK_HOLDER, TAG_LOCK_EXPIRES
 
 
 class LockTimeout(TimeoutError):

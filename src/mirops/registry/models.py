@@ -8,7 +8,10 @@ Registry stages are legacy in MLflow 3: aliases and version tags carry the state
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -18,11 +21,13 @@ from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
 from mirops import __version__
-from mirops.registry.tracking import TAG_MODEL_URI
+from mirops.lineage import MODEL_ARTIFACT, TAG_DATASET_VERSION, TAG_MODEL_URI
+from mirops.models.serving import ServingSpec
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-MODEL_ARTIFACT = "model"
-
+SERVING_METADATA = "mirops_serving"  # the key of the ServingSpec in the logged model's MLmodel metadata
+_ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)$")
+_VERSION_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
 
 
 def waveform_signature(num_classes: int) -> ModelSignature:
@@ -34,11 +39,13 @@ def waveform_signature(num_classes: int) -> ModelSignature:
     )
 
 
-def log_model(model, num_classes: int, sample_rate: int) -> str:
-    """Log the model (pickled module; its class lives in `mirops`) in the active run; returns its URI."""
+def log_model(model, serving: ServingSpec) -> str:
+    """Log the model (pickled module; its class lives in `mirops`) with its serving spec in the MLmodel
+    metadata, in the active run; returns its URI."""
     import torch
 
-    example = np.ascontiguousarray(np.random.default_rng(0).normal(0, 0.1, (2, sample_rate)).astype(np.float32))
+    example = np.ascontiguousarray(np.random.default_rng(0).normal(0, 0.1, (2, serving.sample_rate))
+                                   .astype(np.float32))
     # A pickled module is a deliberate choice (its class is importable from `mirops`), so MLflow's
     # warning about pickles is silenced here rather than shown on every run.
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
@@ -46,7 +53,8 @@ def log_model(model, num_classes: int, sample_rate: int) -> str:
         model,
         name=MODEL_ARTIFACT,
         serialization_format="pickle",
-        signature=waveform_signature(num_classes),
+        signature=waveform_signature(len(serving.classes)),
+        metadata={SERVING_METADATA: serving.to_json()},
         input_example=example,
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "torchaudio==2.11.0", f"mirops=={__version__}"],
     )
@@ -64,6 +72,80 @@ def model_uri_of_run(run_id: str) -> str:
 
 def load_model(uri: str):
     return mlflow.pytorch.load_model(uri, map_location="cpu")
+
+
+def serving_spec(uri: str) -> ServingSpec:
+    """The serving spec training stored with the model at `uri` (its MLmodel metadata)."""
+    metadata = mlflow.models.get_model_info(uri).metadata or {}
+    if SERVING_METADATA not in metadata:
+        raise ValueError(f"{uri}: its MLmodel metadata has no {SERVING_METADATA!r} (sample rate, clip length, "
+                         "threshold, classes): not a model `mirops train` logged; retrain it")
+    return ServingSpec.from_json(metadata[SERVING_METADATA], f"{uri} MLmodel metadata {SERVING_METADATA}")
+
+
+def load_served(uri: str) -> tuple[Any, ServingSpec]:
+    """The model at `uri` in eval mode, on the CPU, with its serving spec."""
+    spec = serving_spec(uri)
+    return load_model(uri).eval(), spec
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A registered version (an alias resolved to its version number), and what it was trained on."""
+
+    name: str
+    version: str
+    uri: str                      # as the user gave it
+    run_id: str | None = None
+    dataset_version: str | None = None
+
+    @property
+    def version_uri(self) -> str:
+        """The version itself: an alias may move while a command runs, the answer must not."""
+        return f"models:/{self.name}/{self.version}"
+
+
+def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """(name, alias, version) of a registry URI; ValueError for anything else (runs:/, paths, files)."""
+    if m := _ALIAS_URI.match(uri):
+        return m["name"], m["alias"], None
+    if m := _VERSION_URI.match(uri):
+        return m["name"], None, m["version"]
+    raise ValueError(f"{uri!r}: models load only through the registry; expected models:/NAME@ALIAS (e.g. "
+                     "models:/mirops-instruments@champion) or models:/NAME/VERSION. Register a run's model "
+                     "first with `mirops register RUN`")
+
+
+def _dataset_version_of(client: MlflowClient, mv) -> str | None:
+    """The version's dataset tag, else its training run's; None when unknown (`register` writes "unknown")."""
+    dataset_version = (mv.tags or {}).get(TAG_DATASET_VERSION)
+    if not dataset_version and mv.run_id:
+        try:
+            dataset_version = client.get_run(mv.run_id).data.tags.get(TAG_DATASET_VERSION)
+        except MlflowException:  # the training run was deleted: the version still serves
+            dataset_version = None
+    return dataset_version if dataset_version not in (None, "", "unknown", "none") else None
+
+
+def resolve(uri: str) -> ModelRef:
+    """The concrete registered version behind `uri`; LookupError when the name, alias or version is unknown."""
+    name, alias, version = parse_model_uri(uri)
+    client = MlflowClient()
+    try:
+        mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+    except MlflowException as exc:
+        what = f"alias {alias!r}" if alias else f"version {version}"
+        raise LookupError(f"{uri}: no registered model {name!r} with {what} in {client.tracking_uri} "
+                          f"({exc.message.splitlines()[0]})") from exc
+    return ModelRef(name, str(mv.version), uri, mv.run_id, _dataset_version_of(client, mv))
+
+
+def champion(name: str) -> ModelRef | None:
+    """The champion of registered model `name`, or None when there is none (yet)."""
+    try:
+        return resolve(f"models:/{name}@{CHAMPION}")
+    except LookupError:
+        return None
 
 
 def alias_version(name: str, alias: str) -> str | None:

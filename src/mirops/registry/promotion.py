@@ -14,16 +14,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from mirops import lineage
+from mirops.registry import tracking
 from mirops.registry.models import CHAMPION, alias_version
 
-TAG_STACK = "mirops.champion_stack"
-TAG_DECISION = "mirops.decision"
-TAG_DECISION_RUN = "mirops.decision_run_id"
-STEP = "promote"
+TAG_STACK, TAG_DECISION, TAG_DECISION_RUN = lineage.TAG_CHAMPION_STACK, lineage.TAG_DECISION, lineage.TAG_DECISION_RUN
+STEP = lineage.STEP_PROMOTE
 
 
 @dataclass
@@ -87,20 +86,18 @@ def champion_stack(name: str) -> list[str]:
 
 def _record(settings, decision: Decision, metrics: dict[str, float], artifacts: dict[str, Any]) -> str:
     """The decision as its own MLflow run (tags, metrics, decision.json), returning the run id."""
-    from mirops.registry import tracking
-
     with tracking.run(settings, f"{decision.action} {decision.name} v{decision.version}", STEP,
                       decision.dataset_version or "unknown") as active:
-        mlflow.set_tags({"mirops.model_name": decision.name, "mirops.action": decision.action,
-                         "mirops.version": decision.version,
-                         "mirops.champion_before": str(decision.champion_before),
-                         "mirops.champion_after": str(decision.champion_after),
+        active.set_tags({lineage.TAG_MODEL_NAME: decision.name, lineage.TAG_ACTION: decision.action,
+                         lineage.TAG_VERSION: decision.version,
+                         lineage.TAG_CHAMPION_BEFORE: decision.champion_before,
+                         lineage.TAG_CHAMPION_AFTER: decision.champion_after,
                          "mlflow.note.content": decision.explain()})
-        mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})  # NaN-free
-        mlflow.log_dict(decision.to_json() | {"run_id": active.info.run_id}, "decision.json")
+        active.log_metrics(metrics)
+        active.log_json(decision.to_json() | {"run_id": active.id}, lineage.DECISION_FILE)
         for artifact_file, payload in artifacts.items():
-            mlflow.log_dict(payload, artifact_file)
-        return active.info.run_id
+            active.log_json(payload, artifact_file)
+        return active.id
 
 
 def apply(settings, decision: Decision, metrics: dict[str, float] | None = None,
@@ -120,7 +117,7 @@ def apply(settings, decision: Decision, metrics: dict[str, float] | None = None,
         while stack and stack[-1] != decision.champion_after:
             stack.pop()
         if decision.champion_before:
-            client.set_model_version_tag(decision.name, decision.champion_before, "mirops.rolled_back_by",
+            client.set_model_version_tag(decision.name, decision.champion_before, lineage.TAG_ROLLED_BACK_BY,
                                          decision.run_id)
     client.set_registered_model_tag(decision.name, TAG_STACK, json.dumps(stack))
     client.set_registered_model_alias(decision.name, CHAMPION, decision.champion_after)  # the atomic switch
