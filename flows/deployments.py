@@ -12,20 +12,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from mirops.config import Settings
+from prefect import serve
+from prefect.client.orchestration import get_client
+from prefect.schedules import Cron
+from prefect.settings import PREFECT_API_URL
 
-RETRAIN_DEPLOYMENT = "mirops-retrain/weekly"
-MONITOR_DEPLOYMENT = "mirops-monitor/daily"
+from mirops import flow_files
+from mirops.config import Settings
+from mirops.lineage import MONITOR_DEPLOYMENT, MONITOR_ENTRYPOINT, RETRAIN_DEPLOYMENT, RETRAIN_ENTRYPOINT
 
 
 def build_deployments(settings: Settings, overrides: dict[str, Any] | None = None) -> list:
     """The two RunnerDeployments (not yet applied); `overrides` (`section__field`) go to both flows."""
-    from prefect.schedules import Cron
-    from prefect.types.entrypoint import EntrypointType
-
-    from flows.monitor import monitor
-    from flows.retrain import retrain
-
+    retrain = flow_files.load(RETRAIN_ENTRYPOINT, settings.root)
+    monitor = flow_files.load(MONITOR_ENTRYPOINT, settings.root)
     plan = settings.schedule
     common: dict[str, Any] = {"root": str(settings.root)} | ({"overrides": overrides} if overrides else {})
     retrain_deployment = retrain.to_deployment(
@@ -34,7 +34,6 @@ def build_deployments(settings: Settings, overrides: dict[str, Any] | None = Non
         parameters=common | {"family": plan.family, "grid": plan.grid, "source": plan.source},
         description="Retrain on the newest data: version, audit, train, evaluate, register, promote.",
         tags=["mirops", "retrain"],
-        entrypoint_type=EntrypointType.MODULE_PATH,  # flows.retrain.retrain: importable from any folder
     )
     monitor_deployment = monitor.to_deployment(
         name=MONITOR_DEPLOYMENT.split("/")[1],
@@ -43,7 +42,6 @@ def build_deployments(settings: Settings, overrides: dict[str, Any] | None = Non
         description="Drift of incoming audio vs the training data; a drifted verdict starts "
                     f"{RETRAIN_DEPLOYMENT}" + ("" if plan.retrain_on_drift else " (off: schedule.retrain_on_drift)"),
         tags=["mirops", "monitor"],
-        entrypoint_type=EntrypointType.MODULE_PATH,
     )
     return [retrain_deployment, monitor_deployment]
 
@@ -60,8 +58,6 @@ def describe(deployments: list) -> list[dict[str, Any]]:
 
 def check_api(api_url: str) -> None:
     """Raise ConnectionError with the reason when the Prefect server at `api_url` does not answer."""
-    from prefect.client.orchestration import get_client
-
     with get_client(sync_client=True) as client:
         problem = client.api_healthcheck()
     if problem is not None:
@@ -74,9 +70,6 @@ def serve_all(settings: Settings, overrides: dict[str, Any] | None = None, echo=
 
     `echo` gets the human lines; `announce` (if given) {"prefect_api_url", "deployments"} before serving starts.
     """
-    from prefect import serve
-    from prefect.settings import PREFECT_API_URL
-
     api_url = PREFECT_API_URL.value()
     check_api(api_url)
     deployments = build_deployments(settings, overrides)

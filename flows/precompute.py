@@ -1,39 +1,36 @@
 """Feature and embedding precomputation as mapped Prefect tasks, on threads or on a Dask cluster.
 
-Each task fills the content-addressed cache (artifacts/cache) for a chunk of clips of data/: the
-training front end's frames, audio descriptors and YAMNet embeddings, and (`teachers`) the EAsT teachers'
-embedding sequences. Training and monitoring then read
-them back instead of decoding again. With `task_runner="dask"` the chunks run on a Dask cluster through
-prefect-dask: a LocalCluster by default, or the scheduler at `dask_address` (the same code at scale).
+Each task fills the content-addressed cache (artifacts/cache) for a chunk of clips of data/
+(`mirops.pipeline.precompute`): the training front end's frames, audio descriptors and YAMNet embeddings,
+and (`teachers`) the EAsT teachers' embedding sequences. Training and monitoring then read them back instead
+of decoding again. With `task_runner="dask"` the chunks run on a Dask cluster through prefect-dask: a
+LocalCluster by default, or the scheduler at `dask_address` (the same code at scale).
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from prefect import flow, task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
-from rich.progress import Progress
 
-from mirops import steps
+from mirops import lineage
 from mirops.config import Settings
-from mirops.data.manifest import atomic_write_bytes, read_manifest
+from mirops.pipeline import precompute as stage
+from mirops.progress import progress
 
 TASK_RUNNERS = ("thread", "dask")
 
 
-@task(name="featurize-chunk", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)  # our cache is by content
+@task(name="featurize-chunk", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE, timeout_seconds=3600)
 def featurize_chunk(root: str, overrides: dict[str, Any], paths: list[str]) -> dict[str, Any]:
-    return steps.precompute_clips(Settings.load(root, **overrides), paths)
+    return stage.precompute_clips(Settings.load(root, **overrides), paths)  # our cache is by content
 
 
-@task(name="teacher-chunk", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(name="teacher-chunk", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE, timeout_seconds=3600)
 def teacher_chunk(root: str, overrides: dict[str, Any], teacher: str, paths: list[str]) -> dict[str, Any]:
-    from mirops import steps_east
-
-    return steps_east.precompute_teacher(Settings.load(root, **overrides), teacher, paths)
+    return stage.precompute_teacher(Settings.load(root, **overrides), teacher, paths)
 
 
 def task_runner_for(name: str, workers: int, dask_address: str | None = None):
@@ -42,7 +39,7 @@ def task_runner_for(name: str, workers: int, dask_address: str | None = None):
 
         return ThreadPoolTaskRunner(max_workers=workers)
     if name == "dask":
-        from prefect_dask import DaskTaskRunner
+        from prefect_dask import DaskTaskRunner  # the optional Dask runner, only when asked for
 
         if dask_address:
             return DaskTaskRunner(address=dask_address)
@@ -52,27 +49,25 @@ def task_runner_for(name: str, workers: int, dask_address: str | None = None):
     raise ValueError(f"task runner {name!r}: expected one of {TASK_RUNNERS}")
 
 
-@flow(name="mirops-precompute")
+@flow(name=lineage.PRECOMPUTE_FLOW)
 def precompute(root: str = ".", overrides: dict[str, Any] | None = None, chunk_size: int = 32,
                teachers: list[str] | None = None) -> dict[str, Any]:
     """Map `featurize_chunk` over the clips of data/ (and `teacher_chunk` per EAsT teacher in `teachers`);
     returns totals and the clips that failed."""
     settings = Settings.load(root, **(overrides or {}))
-    df, _ = read_manifest(settings.data_dir)
-    paths = list(df["path"])
+    paths = stage.paths_to_precompute(settings)
     chunks = [paths[i : i + chunk_size] for i in range(0, len(paths), chunk_size)]
     futures = featurize_chunk.map(unmapped(str(settings.root)), unmapped(overrides or {}), chunks)
     for teacher in teachers or []:
         futures += teacher_chunk.map(unmapped(str(settings.root)), unmapped(overrides or {}), unmapped(teacher),
                                      chunks)
     totals: dict[str, Any] = {"clips": 0, "ok": 0, "chunks": len(chunks), "failed": {}, "teachers": teachers or []}
-    with Progress(console=steps.console, transient=True) as bar:
-        progress = bar.add_task(f"precomputing features of {len(paths)} clips"
-                                + (f" and {', '.join(teachers)} embeddings" if teachers else ""),
-                                total=len(paths) * (1 + len(teachers or [])))
+    what = f"precomputing features of {len(paths)} clips" + (f" and {', '.join(teachers)} embeddings"
+                                                              if teachers else "")
+    with progress(what, len(paths) * (1 + len(teachers or []))) as advance:
         for future in as_completed(futures):
             done = future.result()
-            bar.advance(progress, done["clips"])
+            advance(done["clips"])
             if "teacher" in done:  # counted apart: the clip totals are the data's
                 by_teacher = totals.setdefault("teacher_ok", {})
                 by_teacher[done["teacher"]] = by_teacher.get(done["teacher"], 0) + done["ok"]
@@ -80,21 +75,7 @@ def precompute(root: str = ".", overrides: dict[str, Any] | None = None, chunk_s
             totals["clips"] += done["clips"]
             totals["ok"] += done["ok"]
             totals["failed"].update(done["failed"])
-    totals["dataset_version"] = _version_or_none(settings)
-    totals["frontend"] = {"clip_seconds": settings.train.clip_seconds, "crop": settings.ingest.crop}
-    # The cache is keyed by content (shared across versions); this record ties the features to the version.
-    record = settings.artifacts_dir / "precompute" / f"{totals['dataset_version'] or 'unversioned'}.json"
-    atomic_write_bytes(record, (json.dumps(totals, indent=2) + "\n").encode())
-    steps.console.print(f"[bold]precompute[/] {totals['ok']}/{totals['clips']} clips in {len(chunks)} chunks"
-                        + (f", {len(totals['failed'])} unusable" if totals["failed"] else "") + f" → {record}")
-    return totals
-
-
-def _version_or_none(settings: Settings) -> str | None:
-    try:
-        return steps.current_version(settings)
-    except FileNotFoundError:
-        return None
+    return stage.record(settings, totals)
 
 
 def run_precompute(root: str, overrides: dict[str, Any] | None = None, task_runner: str = "thread",

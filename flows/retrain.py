@@ -2,7 +2,8 @@
 source or demo data → check (quarantine) → version → precompute (mapped) → audit → monitor → per model
 family: train → evaluate → register (challenger) → promote (the gate moves champion or says why not).
 
-Each task calls one function of `mirops.steps`; the flow only orders them and passes ids along.
+Each task calls one stage of `mirops.pipeline`; the flow only orders them and passes ids along.
+Loaded by entrypoint path (`retrain.py:retrain`, see `mirops.flow_files`), never imported as a package.
 """
 
 from __future__ import annotations
@@ -12,67 +13,68 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.precompute import run_precompute
-from mirops import steps, steps_registry
+from mirops import flow_files, lineage
 from mirops.config import Settings
+from mirops.data.manifest import MANIFEST
+from mirops.pipeline import audit as audit_stage
+from mirops.pipeline import evaluate as evaluate_stage
+from mirops.pipeline import ingest
+from mirops.pipeline import monitor as monitor_stage
+from mirops.pipeline import promote as promote_stage
+from mirops.pipeline import register as register_stage
+from mirops.pipeline import train as train_stage
+from mirops.pipeline import version as version_stage
+from mirops.registry import tracking
 
 
 @task(name="demo-data")
 def demo_data(settings: Settings) -> None:
-    steps.demo(settings)
+    ingest.demo(settings)
 
 
 @task(name="check-audio")
 def check(settings: Settings):
-    return steps.check_data(settings)
+    return ingest.check_data(settings)
 
 
 @task(name="version", retries=2, retry_delay_seconds=2)
 def version(settings: Settings) -> str:
-    return steps.version(settings, check=False)  # the check-audio task just ran
+    return version_stage.version(settings, check=False)  # the check-audio task just ran
 
 
 @task(name="audit")
-def audit(settings: Settings, dataset_version: str) -> steps.AuditSummary:
-    return steps.audit(settings, dataset_version)  # raises AuditFailed on a critical expectation
+def audit(settings: Settings, dataset_version: str) -> audit_stage.AuditSummary:
+    return audit_stage.audit(settings, dataset_version)  # raises AuditFailed on a critical expectation
 
 
 @task(name="train")
 def train(settings: Settings, dataset_version: str, audit_run_id: str, family: str) -> str:
-    if family == "east":
-        from mirops import steps_east
-
-        return steps_east.train_east(settings, dataset_version, audit_run_id)
-    return steps.train(settings, dataset_version, audit_run_id)
+    return train_stage.train(settings, family, dataset_version, audit_run_id)
 
 
 @task(name="train-grid")
 def train_grid(settings: Settings, dataset_version: str, audit_run_id: str, family: str, grid: str) -> dict:
-    if family == "east":
-        from mirops import steps_east
-
-        return steps_east.train_east_grid(settings, grid, dataset_version, audit_run_id)
-    return steps.train_grid(settings, grid, dataset_version, audit_run_id)
+    return train_stage.train_grid(settings, family, grid, dataset_version, audit_run_id)
 
 
 @task(name="evaluate", retries=2, retry_delay_seconds=5)
 def evaluate(settings: Settings, run_id: str) -> dict[str, float]:
-    return steps_registry.evaluate(settings, run_id)
+    return evaluate_stage.evaluate(settings, run_id)
 
 
 @task(name="register", retries=2, retry_delay_seconds=5)
-def register(settings: Settings, run_id: str) -> steps_registry.Registration:
-    return steps_registry.register(settings, run_id)
+def register(settings: Settings, run_id: str) -> register_stage.Registration:
+    return register_stage.register(settings, run_id)
 
 
 @task(name="promote", retries=2, retry_delay_seconds=5)
 def promote(settings: Settings, name: str, version: str):
-    return steps_registry.promote(settings, name, version)
+    return promote_stage.promote(settings, name, version)
 
 
 @task(name="monitor")
 def monitor(settings: Settings, dataset_version: str, current: str | None):
-    return steps.monitor(settings, Path(current) if current else None, dataset_version)
+    return monitor_stage.monitor(settings, Path(current) if current else None, dataset_version)
 
 
 @task(name="link-runs")
@@ -80,14 +82,14 @@ def link_runs(settings: Settings, run_ids: list[str], trigger: dict[str, str] | 
     """Tag the MLflow runs of this flow run with the Prefect flow run and, if any, what triggered it."""
     from prefect.runtime import flow_run
 
-    steps_registry.tag_runs(settings, run_ids, {"mirops.flow_run_id": str(flow_run.get_id())}
-                            | {f"mirops.trigger_{k}": str(v) for k, v in (trigger or {}).items()})
+    tracking.tag_runs(settings, run_ids, {lineage.TAG_FLOW_RUN: str(flow_run.get_id())}
+                      | {f"{lineage.TAG_TRIGGER_PREFIX}{k}": str(v) for k, v in (trigger or {}).items()})
 
 
 FAMILIES = {"reprogram": ["reprogram"], "east": ["east"], "both": ["reprogram", "east"]}
 
 
-@flow(name="mirops-retrain")
+@flow(name=lineage.RETRAIN_FLOW)
 def retrain(root: str = ".", overrides: dict[str, Any] | None = None, current: str | None = None,
             task_runner: str = "thread", family: str = "reprogram", grid: str | None = None,
             source: str | None = None, trigger: dict[str, str] | None = None) -> dict[str, Any]:
@@ -102,14 +104,15 @@ def retrain(root: str = ".", overrides: dict[str, Any] | None = None, current: s
         raise ValueError(f"family {family!r}: choose one of {sorted(FAMILIES)}")
     settings = Settings.load(root, **(overrides or {}))
     if source:
-        steps.stage_source(settings, source)
-    elif not (settings.data_dir / "manifest.parquet").exists():
+        ingest.stage_source(settings, source)
+    elif not (settings.data_dir / MANIFEST).exists():
         demo_data(settings)
     checked = check(settings)
     dataset_version = version(settings)
     # Mapped over chunks first: the audit's descriptors and fingerprints, training's frames and the EAsT
     # teachers' embeddings then come cached.
     teachers = settings.east.teachers if "east" in FAMILIES[family] else None
+    run_precompute = flow_files.load(lineage.PRECOMPUTE_ENTRYPOINT, settings.root)
     run_precompute(str(settings.root), overrides, task_runner, settings.ingest.workers, teachers=teachers)
     audited = audit(settings, dataset_version)
     drift = monitor(settings, dataset_version, current)  # before registering: the versions cite the verdict

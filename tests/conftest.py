@@ -19,7 +19,7 @@ TINY = {
     "demo": {"clips": 36, "production_clips": 8, "clip_seconds": 3.0, "groups": 12, "missing_fraction": 0.2,
              "classes": ["bass", "drums", "flute", "piano"], "max_instruments": 3},
     "audit": {"min_positives_per_class": 1},
-    "train": {"epochs": 1, "batch_size": 8, "clip_seconds": 3.0},
+    "reprogram": {"epochs": 1, "batch_size": 8, "clip_seconds": 3.0},
     "registry": {"model_name": "tiny-instruments"},
 }
 

@@ -92,21 +92,22 @@ def test_crop_policy_centre_or_start_and_padding_with_silence():
 
 
 def test_a_second_check_decodes_nothing_and_training_reads_the_checked_audio(tmp_path, monkeypatch):
-    from mirops import steps
     from mirops.config import Settings
+    from mirops.pipeline.audit import folder_clips
+    from mirops.pipeline.ingest import check_data
     from tests.conftest import make_project
 
     root = make_project(tmp_path / "p")
     corpus_dataset(root / "data")
     settings = Settings.load(root)
-    first = steps.check_data(settings)
+    first = check_data(settings)
 
     def no_decoding(path):
         raise AssertionError(f"{path} decoded again")
 
     monkeypatch.setattr("mirops.data.quarantine.decode", no_decoding)
     monkeypatch.setattr("mirops.data.audio.decode", no_decoding)
-    again = steps.check_data(settings)
+    again = check_data(settings)
     assert (again.new, again.quarantined) == (0, first.quarantined)
-    loader = steps.clip_loader(settings, settings.data_dir, 2.0)
+    loader = folder_clips(settings, settings.data_dir).loader(2.0)
     assert loader.wave("audio/good.ogg").shape == (32000,)  # from the cache the check filled

@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from mirops import steps
 from mirops.audit.report import run_audit
 from mirops.config import Settings
 from mirops.data.manifest import LabelSpec, read_manifest, write_manifest
+from mirops.pipeline import audit as audit_stage
+from mirops.pipeline.version import version
 from tests.conftest import make_project
 
 SR = 16000
@@ -62,9 +63,10 @@ def audit(settings: Settings, df: pd.DataFrame | None = None, spec: LabelSpec | 
           out: str = "audit"):
     base, base_spec = read_manifest(settings.data_dir)
     df = base if df is None else df
+    clips = audit_stage.folder_clips(settings, settings.data_dir)
     return run_audit(df, spec or base_spec, settings.audit, settings.expectations_dir, settings.root / out,
-                     "planted", audio=steps.audio_descriptors(settings, settings.data_dir, df),
-                     duplicates=steps.audio_duplicates(settings, settings.data_dir, df), reference=reference)
+                     "planted", audio=clips.descriptors(df)[0],
+                     duplicates=audit_stage.audio_duplicates(settings, clips, df), reference=reference)
 
 
 def failed(result, suite: str) -> list[str]:
@@ -161,15 +163,18 @@ def test_a_new_version_with_a_very_different_label_mix(clean, tmp_path):
 def test_audit_step_logs_plots_and_tags_the_version(clean, tmp_path):
     from mlflow import MlflowClient
 
+    from mirops import lineage
     from mirops.registry import tracking
 
     root = tmp_path / "step"
     shutil.copytree(clean.root, root)
     settings = Settings.load(root, audit__min_positives_per_class=2)
-    summary = steps.audit(settings, dataset_version="v-test")
+    dataset_version = version(settings, check=False)
+    summary = audit_stage.audit(settings, dataset_version)
     tracking.setup(settings)
     run = MlflowClient().get_run(summary.run_id)
     artifacts = {a.path for a in MlflowClient().list_artifacts(summary.run_id, "plots")}
     assert {"plots/prevalence_per_split.png", "plots/missing_and_ambiguous.png", "plots/groups_per_class.png",
             "plots/descriptors_per_split.png"} <= artifacts
-    assert run.data.tags[tracking.TAG_DATASET_VERSION] == "v-test" and run.data.metrics["suite_integrity_failed"] == 0
+    assert run.data.tags[lineage.TAG_DATASET_VERSION] == dataset_version
+    assert run.data.metrics["suite_integrity_failed"] == 0

@@ -309,12 +309,12 @@ def test_models_pickled_before_the_backbone_interface_still_serve():
 
 @pytest.mark.parametrize("normalize", [False, True])
 def test_precompute_fills_the_frames_the_backbone_reads(tiny_ast_dir, normalize, tmp_path):
-    from mirops import steps
     from mirops.config import Settings
+    from mirops.families.reprogram import backbone, training_frontend
 
-    settings = Settings.load(tmp_path, train__backbone="ast", train__backbone_source=str(tiny_ast_dir),
-                             train__normalize=normalize)
+    settings = Settings.load(tmp_path, reprogram__backbone="ast", reprogram__backbone_source=str(tiny_ast_dir),
+                             reprogram__normalize=normalize)
     # the precompute tasks only read the checkpoint's config; the cache key must still be training's
-    assert steps.training_frontend(settings).config() == steps.reprogram_backbone(settings).frontend.config()
+    assert training_frontend(settings).config() == backbone(settings).frontend.config()
     yamnet = Settings.load(tmp_path)
-    assert steps.training_frontend(yamnet).config() == steps.reprogram_backbone(yamnet).frontend.config()
+    assert training_frontend(yamnet).config() == backbone(yamnet).frontend.config()

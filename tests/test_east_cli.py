@@ -76,9 +76,9 @@ def test_east_paper_grid_compares_student_probe_kd_east(demo_project):
 
 @pytest.mark.parametrize("mode", ["kd", "east", "kd+east"])
 def test_a_teacher_mode_without_a_teacher_is_refused_before_any_work(tmp_path, mode):
-    from mirops import steps_east
+    from mirops.pipeline.train import train
     from tests.conftest import make_project
 
     root = make_project(tmp_path / "p", {"east": {"mode": mode, "teachers": []}})
     with pytest.raises(ValueError, match=re.escape(f"east.mode {mode} needs a teacher")):
-        steps_east.train_east(Settings.load(root))
+        train(Settings.load(root), "east")

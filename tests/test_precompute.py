@@ -10,7 +10,7 @@ from tests.test_audio_io import corpus_dataset
 
 @pytest.fixture
 def corpus_project(tmp_path):
-    root = make_project(tmp_path / "project", {"train": {"clip_seconds": 2.0}})
+    root = make_project(tmp_path / "project", {"reprogram": {"clip_seconds": 2.0}})
     expected = corpus_dataset(root / "data")
     return root, expected
 

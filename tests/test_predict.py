@@ -8,26 +8,24 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from mirops.features.windows import windows
 from mlflow import MlflowClient
 
 from mirops.config import Settings
-from mirops.inference import predict, windows
+from mirops.models.serving import ServingSpec
+from mirops.pipeline.predict import predict
 from mirops.registry import models, tracking
 from tests.conftest import make_project
 from tests.test_cli import mirops
 
 PROBE_RATE = 8000
+PROBE_SERVING = ServingSpec(PROBE_RATE, clip_seconds=1.0, threshold=0.45, classes=("energy", "filled", "pitch"))
 
 
 class Probe(torch.nn.Module):
     """A stand-in model whose probabilities describe what it was fed, one window [B, 8000] at a time:
     `energy` the peak amplitude, `filled` the share of non-silent samples, `pitch` the dominant frequency
-    over Nyquist. It carries its own rate, clip length and threshold, as a model may."""
-
-    classes = ["energy", "filled", "pitch"]
-    sample_rate = PROBE_RATE
-    clip_seconds = 1.0
-    threshold = 0.45
+    over Nyquist. It is served at its own rate, clip length and threshold (`PROBE_SERVING`)."""
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         assert wave.dtype == torch.float32 and wave.shape[1] == PROBE_RATE, wave.shape
@@ -54,18 +52,14 @@ def reprogram_model(classes: list[str]):
 def east_student(classes: list[str]):
     from mirops.models.students import build_student
 
-    student = build_student("mobile_fcn", len(classes))
-    student.classes = list(classes)
-    return student.eval()
+    return build_student("mobile_fcn", len(classes)).eval()
 
 
-def register(settings: Settings, name: str, model, params: dict, tags: dict | None = None) -> str:
-    """Log `model` as `mirops train` does (its recipe as run parameters), register it as challenger (and
-    champion when there is none yet); returns the version."""
+def register(settings: Settings, name: str, model, serving: ServingSpec) -> str:
+    """Log `model` with its serving spec as `mirops train` does, register it as challenger (and champion
+    when there is none yet); returns the version."""
     with tracking.run(settings, name, "train", "v1"):
-        mlflow.log_params(params)
-        mlflow.set_tags(tags or {})
-        uri = models.log_model(model, num_classes=len(model.classes), sample_rate=getattr(model, "sample_rate", 16000))
+        uri = models.log_model(model, serving)
     version = mlflow.register_model(uri, name).version
     client = MlflowClient()
     client.set_registered_model_alias(name, "challenger", version)
@@ -80,12 +74,12 @@ def store(tmp_path_factory) -> Settings:
     an EAsT student, each logged the way training logs them."""
     settings = Settings.load(make_project(tmp_path_factory.mktemp("predict") / "p"))
     tracking.setup(settings)
-    assert register(settings, "probe", Probe(), {}) == "1"  # the first version becomes champion
-    assert register(settings, "probe", Probe(), {}) == "2"  # challenger; v1 stays champion
+    assert register(settings, "probe", Probe(), PROBE_SERVING) == "1"  # the first version becomes champion
+    assert register(settings, "probe", Probe(), PROBE_SERVING) == "2"  # challenger; v1 stays champion
     register(settings, "tiny-reprogram", reprogram_model(["bass", "drums", "flute"]),
-             {"train.clip_seconds": 2.0, "train.threshold": 0.6})
+             ServingSpec(16000, clip_seconds=2.0, threshold=0.6, classes=("bass", "drums", "flute")))
     register(settings, "tiny-east", east_student(["fast", "rock", "piano"]),
-             {"east.clip_seconds": 3.0, "east.threshold": 0.7}, tags={"mirops.family": "east"})
+             ServingSpec(16000, clip_seconds=3.0, threshold=0.7, classes=("fast", "rock", "piano")))
     return settings
 
 
@@ -115,14 +109,14 @@ def by_name(result) -> dict:
 
 def test_probabilities_per_class_of_every_file_in_a_folder(store, audio):
     tracking.setup(store)
-    result = predict("models:/probe/1", [audio], show_progress=False)
+    result = predict(store, "models:/probe/1", [audio])
     got = by_name(result)
     assert sorted(got) == ["long.flac", "short.wav", "stereo44k.wav"]  # notes.txt is not audio: not listed
     for p in result.predictions:
-        assert list(p.probabilities) == Probe.classes
+        assert list(p.probabilities) == list(PROBE_SERVING.classes)
         assert all(0.0 <= v <= 1.0 for v in p.probabilities.values())
         assert set(p.positive) == {c for c, v in p.probabilities.items() if v >= 0.45}  # the model's threshold
-    assert result.serving.threshold == 0.45 and result.serving.sources["threshold"] == "model"
+    assert result.serving == PROBE_SERVING  # what the model was logged with
 
     short, long, stereo = got["short.wav"], got["long.flac"], got["stereo44k.wav"]
     assert short.duration_s == pytest.approx(0.5) and short.windows == 1
@@ -140,25 +134,24 @@ def test_probabilities_per_class_of_every_file_in_a_folder(store, audio):
 
 def test_a_corrupt_file_is_reported_by_name_and_the_others_still_answer(store, audio):
     tracking.setup(store)
-    result = predict("models:/probe/1", [audio / "broken.wav", audio / "short.wav", audio / "missing.wav"],
-                     show_progress=False)
+    result = predict(store, "models:/probe/1", [audio / "broken.wav", audio / "short.wav", audio / "missing.wav"])
     assert [Path(p.path).name for p in result.predictions] == ["short.wav"]
     failed = {Path(f.path).name: f.reason for f in result.failed}
     assert failed == {"broken.wav": "undecodable", "missing.wav": "missing_file"}
     empty = audio / "sub" / "empty"
     empty.mkdir()
-    assert [(f.path, f.reason) for f in predict("models:/probe/1", [empty], show_progress=False).failed] == [
+    assert [(f.path, f.reason) for f in predict(store, "models:/probe/1", [empty]).failed] == [
         (str(empty), "no_audio_files")]
 
 
 def test_an_alias_resolves_to_the_version_that_answers(store, audio):
     tracking.setup(store)
-    assert predict("models:/probe@champion", [audio / "short.wav"], show_progress=False).model.version == "1"
-    challenger = predict("models:/probe@challenger", [audio / "short.wav"], show_progress=False)
+    assert predict(store, "models:/probe@champion", [audio / "short.wav"]).model.version == "1"
+    challenger = predict(store, "models:/probe@challenger", [audio / "short.wav"])
     assert (challenger.model.name, challenger.model.version, challenger.model.uri) == (
         "probe", "2", "models:/probe@challenger")
     with pytest.raises(LookupError, match="no registered model 'probe' with alias 'nobody'"):
-        predict("models:/probe@nobody", [audio / "short.wav"], show_progress=False)
+        predict(store, "models:/probe@nobody", [audio / "short.wav"])
 
 
 @pytest.mark.parametrize("uri", ["runs:/0123456789abcdef/model", "mlflow-artifacts:/1/abc/artifacts/model",
@@ -166,35 +159,45 @@ def test_an_alias_resolves_to_the_version_that_answers(store, audio):
 def test_only_registry_uris_load_a_model(store, audio, uri):
     tracking.setup(store)
     with pytest.raises(ValueError, match="models load only through the registry"):
-        predict(uri, [audio / "short.wav"], show_progress=False)
+        predict(store, uri, [audio / "short.wav"])
 
 
-def test_threshold_defaults_to_the_training_run_and_can_be_given(store, audio):
+def test_threshold_defaults_to_the_models_serving_spec_and_can_be_given(store, audio):
     tracking.setup(store)
     files = [audio / "short.wav", audio / "sub" / "long.flac"]
-    result = predict("models:/tiny-reprogram@champion", files, show_progress=False)
+    result = predict(store, "models:/tiny-reprogram@champion", files)
     assert result.serving.sample_rate == 16000 and result.serving.clip_seconds == 2.0
-    assert result.serving.threshold == 0.6 and result.serving.sources["threshold"] == "run param train.threshold"
+    assert result.serving.threshold == 0.6
     for p in result.predictions:
         assert p.probabilities == pytest.approx({"bass": 0.9526, "drums": 0.0474, "flute": 0.5498}, abs=1e-3)
         assert p.positive == ["bass"]
-    given = predict("models:/tiny-reprogram/1", files, threshold=0.5, show_progress=False)
+    given = predict(store, "models:/tiny-reprogram/1", files, threshold=0.5)
     assert [p.positive for p in given.predictions] == [["bass", "flute"]] * 2
     with pytest.raises(ValueError, match="threshold 1.5"):
-        predict("models:/tiny-reprogram/1", files, threshold=1.5, show_progress=False)
+        predict(store, "models:/tiny-reprogram/1", files, threshold=1.5)
 
 
 def test_an_east_student_is_fed_at_its_own_rate_and_clip_length(store, tmp_path):
     tracking.setup(store)
     path = tmp_path / "five_seconds.ogg"
     sf.write(path, sine(5.0, 22050, 440, 0.5), 22050)
-    result = predict("models:/tiny-east@champion", [path], show_progress=False)
-    assert result.serving.sample_rate == 16000 and result.serving.sources["sample_rate"] == "model"
-    assert result.serving.clip_seconds == 3.0 and result.serving.threshold == 0.7  # east.* of the run
+    result = predict(store, "models:/tiny-east@champion", [path])
+    assert result.serving.sample_rate == 16000
+    assert result.serving.clip_seconds == 3.0 and result.serving.threshold == 0.7  # its serving spec
     (p,) = result.predictions
     assert p.windows == 2 and p.duration_s == pytest.approx(5.0, abs=0.01)
     assert list(p.probabilities) == ["fast", "rock", "piano"]
     assert set(p.positive) == {c for c, v in p.probabilities.items() if v >= 0.7}
+
+
+def test_a_model_logged_without_a_serving_spec_is_refused_by_name(store, audio):
+    import mlflow.pytorch
+
+    with tracking.run(store, "bare", "train", "v1"):
+        info = mlflow.pytorch.log_model(Probe(), name="model", serialization_format="pickle", pip_requirements=[])
+    version = mlflow.register_model(info.model_uri, "bare").version
+    with pytest.raises(ValueError, match="mirops_serving.*not a model `mirops train` logged"):
+        predict(store, f"models:/bare/{version}", [audio / "short.wav"])
 
 
 def test_windows_cover_the_file_and_pad_only_short_ones():
@@ -210,7 +213,9 @@ def test_cli_prints_json_and_exits_non_zero_when_a_file_failed(store, audio):
     assert done.returncode == 1, done.stderr[-3000:]
     out = json.loads(done.stdout)
     assert out["model"] == {"name": "tiny-reprogram", "version": "1", "uri": "models:/tiny-reprogram@champion",
-                            "run_id": out["model"]["run_id"]}
+                            "run_id": out["model"]["run_id"], "dataset_version": "v1"}
+    assert out["serving"] == {"sample_rate": 16000, "clip_seconds": 2.0, "threshold": 0.6,
+                              "classes": ["bass", "drums", "flute"]}
     assert sorted(Path(p["path"]).name for p in out["predictions"]) == ["long.flac", "short.wav", "stereo44k.wav"]
     assert all(p["positive"] == ["bass"] and set(p["probabilities"]) == {"bass", "drums", "flute"}
                for p in out["predictions"])

@@ -20,10 +20,13 @@ import torch
 from mlflow import MlflowClient
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from mirops import steps_registry
+from mirops import lineage
 from mirops.config import Settings
+from mirops.models.serving import ServingSpec
+from mirops.pipeline import promote as promote_stage
+from mirops.pipeline import register as register_stage
+from mirops.pipeline.evaluate import ClipPredictions
 from mirops.registry import lock, models, promotion, tracking
-from mirops.steps_registry import ClipPredictions
 from mirops.train.bootstrap import paired_bootstrap, weighted_average_precision, weighted_roc_auc
 from mirops.train.metrics import evaluate_probs
 from tests.conftest import REPO, make_project
@@ -31,6 +34,7 @@ from tests.conftest import REPO, make_project
 NAME = "gate-test"
 CLASSES = ["bass", "drums", "flute", "piano"]
 DATASET = "d" * 32
+SERVING = ServingSpec(sample_rate=1000, clip_seconds=1.0, threshold=0.5, classes=tuple(CLASSES))
 
 
 class Constant(torch.nn.Module):
@@ -57,18 +61,16 @@ def probs_of(labels: np.ndarray, skill: float, seed: int) -> np.ndarray:
 def evaluated_version(settings: Settings, probs: np.ndarray, labels: np.ndarray, audit: str = "true",
                       dataset: str = DATASET) -> str:
     """Log, evaluate and register a model whose test predictions are `probs`, as the pipeline would."""
-    from mirops.steps_registry import _log_predictions
-
     predictions = ClipPredictions([f"clip{i:03d}" for i in range(len(labels))], CLASSES, probs, labels)
     summary, per_class = evaluate_probs(probs, labels, CLASSES)
     with tracking.run(settings, "fake", "train", dataset) as active:
-        models.log_model(Constant(), num_classes=len(CLASSES), sample_rate=1000)
-        mlflow.set_tags({tracking.TAG_AUDIT_SUCCESS: audit, tracking.TAG_AUDIT_RUN: "audit-run"})
+        models.log_model(Constant(), SERVING)
+        mlflow.set_tags({lineage.TAG_AUDIT_SUCCESS: audit, lineage.TAG_AUDIT_RUN: "audit-run"})
         mlflow.log_metrics({f"test_{k}": v for k, v in summary.items()} | {"params_trainable": 10})
         mlflow.log_param("classes", ",".join(CLASSES))
         mlflow.log_dict(per_class, "test_per_class.json")
-        _log_predictions(predictions)
-    return steps_registry.register(settings, active.info.run_id).version
+        active.log_frame(predictions.frame(), lineage.PREDICTIONS_FILE)
+    return register_stage.register(settings, active.id).version
 
 
 @pytest.fixture
@@ -80,7 +82,7 @@ def settings(tmp_path) -> Settings:
 
 
 def decision_runs(settings: Settings) -> list:
-    return mlflow.search_runs(filter_string=f"tags.`{tracking.TAG_STEP}` = 'promote'", output_format="list",
+    return mlflow.search_runs(filter_string=f"tags.`{lineage.TAG_STEP}` = 'promote'", output_format="list",
                               order_by=["attributes.start_time ASC"])
 
 
@@ -123,14 +125,14 @@ def test_first_version_becomes_champion_then_only_a_significant_gain_replaces_it
     first = evaluated_version(settings, probs_of(labels, 0.3, 1), labels)
     assert models.alias_version(NAME, "challenger") == first and models.alias_version(NAME, "champion") is None
 
-    decision = steps_registry.promote(settings, NAME)
+    decision = promote_stage.promote(settings, NAME)
     assert decision.action == "promote" and "first champion" in decision.reason
     assert models.alias_version(NAME, "champion") == first
 
     # A small, noisy gain: the interval reaches below zero, so the champion stays.
     tie = probs_of(labels, 0.3, 1) + np.random.default_rng(5).normal(0, 0.02, labels.shape)
     second = evaluated_version(settings, np.clip(tie, 0, 1), labels)
-    rejected = steps_registry.promote(settings, NAME)
+    rejected = promote_stage.promote(settings, NAME)
     assert rejected.action == "reject" and models.alias_version(NAME, "champion") == first
     gain = rejected.checks["gain"]
     assert gain["low"] <= 0.0 <= gain["high"] and "not above the margin" in rejected.reason
@@ -139,7 +141,7 @@ def test_first_version_becomes_champion_then_only_a_significant_gain_replaces_it
 
     # A clearly better model is promoted, and the decision run holds the numbers.
     third = evaluated_version(settings, probs_of(labels, 2.5, 3), labels)
-    accepted = steps_registry.promote(settings, NAME)
+    accepted = promote_stage.promote(settings, NAME)
     assert accepted.action == "promote" and models.alias_version(NAME, "champion") == third
     assert accepted.champion_before == first and accepted.checks["gain"]["low"] > 0.0
     run = MlflowClient().get_run(accepted.run_id)
@@ -153,22 +155,22 @@ def test_first_version_becomes_champion_then_only_a_significant_gain_replaces_it
 def test_a_margin_raises_the_bar(settings):
     labels = labelled()
     evaluated_version(settings, probs_of(labels, 0.5, 1), labels)
-    steps_registry.promote(settings, NAME)
+    promote_stage.promote(settings, NAME)
     evaluated_version(settings, probs_of(labels, 1.5, 2), labels)
     strict = settings.model_copy(update={"registry": settings.registry.model_copy(update={"min_gain": 0.5})})
-    decision = steps_registry.promote(strict, NAME, dry_run=True)
+    decision = promote_stage.promote(strict, NAME, dry_run=True)
     assert decision.action == "reject" and "margin +0.5000" in decision.reason
-    assert steps_registry.promote(settings, NAME).action == "promote"
+    assert promote_stage.promote(settings, NAME).action == "promote"
 
 
 def test_dry_run_explains_without_acting(settings, capsys):
     labels = labelled()
     first = evaluated_version(settings, probs_of(labels, 0.3, 1), labels)
-    steps_registry.promote(settings, NAME)
+    promote_stage.promote(settings, NAME)
     second = evaluated_version(settings, probs_of(labels, 2.5, 2), labels)
     runs_before = len(decision_runs(settings))
 
-    decision = steps_registry.promote(settings, NAME, dry_run=True)
+    decision = promote_stage.promote(settings, NAME, dry_run=True)
     assert decision.action == "promote" and decision.dry_run and decision.run_id is None
     assert models.alias_version(NAME, "champion") == first
     assert "mirops.decision" not in models.version_tags(NAME, second)
@@ -180,10 +182,10 @@ def test_dry_run_explains_without_acting(settings, capsys):
 def test_failed_audit_or_critical_drift_blocks_even_a_better_model(settings):
     labels = labelled()
     evaluated_version(settings, probs_of(labels, 0.3, 1), labels)
-    steps_registry.promote(settings, NAME)
+    promote_stage.promote(settings, NAME)
 
     unaudited = evaluated_version(settings, probs_of(labels, 2.5, 2), labels, audit="not-run")
-    decision = steps_registry.promote(settings, NAME)
+    decision = promote_stage.promote(settings, NAME)
     assert decision.action == "reject" and not decision.checks["audit"]["passed"]
     assert decision.checks["gain"]["passed"] and "never audited" in decision.reason
     assert models.alias_version(NAME, "champion") != unaudited
@@ -192,14 +194,14 @@ def test_failed_audit_or_critical_drift_blocks_even_a_better_model(settings):
     with tracking.run(settings, "monitor", "monitor", DATASET) as drift_run:
         mlflow.set_tags({"mirops.drift_severity": "critical", "mirops.drift_detected": "true"})
         mlflow.log_metrics({"drift_share": 0.8, "embedding_drift_score": 0.97})
-    decision = steps_registry.promote(settings, NAME)
+    decision = promote_stage.promote(settings, NAME)
     assert decision.action == "reject" and decision.checks["drift"]["severity"] == "critical"
-    assert drift_run.info.run_id in decision.reason
+    assert drift_run.id in decision.reason
 
     with tracking.run(settings, "monitor", "monitor", DATASET):  # the next batch is fine again
         mlflow.set_tags({"mirops.drift_severity": "none", "mirops.drift_detected": "false"})
         mlflow.log_metrics({"drift_share": 0.1})
-    assert steps_registry.promote(settings, NAME, better).action == "promote"
+    assert promote_stage.promote(settings, NAME, better).action == "promote"
 
 
 def test_registered_version_carries_lineage_and_a_model_card(settings):
@@ -212,13 +214,13 @@ def test_registered_version_carries_lineage_and_a_model_card(settings):
     assert {k: mv.tags[k] for k in ("mirops.dataset_version", "mirops.audit_run_id", "mirops.drift_run_id",
                                     "mirops.training_run_id", "mirops.audit_success")} == {
         "mirops.dataset_version": DATASET, "mirops.audit_run_id": "audit-run",
-        "mirops.drift_run_id": drift_run.info.run_id, "mirops.training_run_id": mv.run_id,
+        "mirops.drift_run_id": drift_run.id, "mirops.training_run_id": mv.run_id,
         "mirops.audit_success": "true"}
     assert mv.tags["mirops.git_commit"]
     card = mlflow.artifacts.load_text(f"runs:/{mv.run_id}/model_card.md")
     assert card == mv.description
     for expected in (f"# {NAME} v{version}", DATASET, "Per class", "| flute |", "trainable parameters: 10",
-                     "## Intended use", "## Limits", drift_run.info.run_id):
+                     "## Intended use", "## Limits", drift_run.id):
         assert expected in card
     info = mlflow.models.get_model_info(f"models:/{NAME}/{version}")
     assert info.signature is not None and info.saved_input_example_info is not None
@@ -228,12 +230,12 @@ def test_register_refuses_a_model_whose_files_are_gone(settings):
     import shutil
 
     with tracking.run(settings, "fake", "train", DATASET) as active:
-        uri = models.log_model(Constant(), num_classes=len(CLASSES), sample_rate=1000)
+        uri = models.log_model(Constant(), SERVING)
         mlflow.log_metric("test_mAP", 0.5)
     location = MlflowClient().get_logged_model(uri.removeprefix("models:/")).artifact_location
     shutil.rmtree(location.removeprefix("file://") + "/data")  # an upload cut short
     with pytest.raises(FileNotFoundError, match="weights"):
-        steps_registry.register(settings, active.info.run_id)
+        register_stage.register(settings, active.id)
     assert MlflowClient().search_model_versions(f"name = '{NAME}'") == []
 
 
@@ -245,31 +247,31 @@ def test_rollback_walks_back_through_champions_and_is_logged(settings):
     versions = []
     for skill in (0.2, 1.2, 3.0):
         versions.append(evaluated_version(settings, probs_of(labels, skill, len(versions)), labels))
-        assert steps_registry.promote(settings, NAME).action == "promote"
+        assert promote_stage.promote(settings, NAME).action == "promote"
     assert promotion.champion_stack(NAME) == versions
 
-    assert steps_registry.rollback(settings, NAME, dry_run=True).champion_after == versions[1]
+    assert promote_stage.rollback(settings, NAME, dry_run=True).champion_after == versions[1]
     assert models.alias_version(NAME, "champion") == versions[2]
-    back = steps_registry.rollback(settings, NAME, reason="complaints from the tagging team")
+    back = promote_stage.rollback(settings, NAME, reason="complaints from the tagging team")
     assert back.action == "rollback" and models.alias_version(NAME, "champion") == versions[1]
     assert "complaints from the tagging team" in MlflowClient().get_run(back.run_id).data.tags["mlflow.note.content"]
     assert models.version_tags(NAME, versions[2])["mirops.rolled_back_by"] == back.run_id
-    steps_registry.rollback(settings, NAME)
+    promote_stage.rollback(settings, NAME)
     assert models.alias_version(NAME, "champion") == versions[0]
     with pytest.raises(LookupError, match="no earlier champion"):
-        steps_registry.rollback(settings, NAME)
+        promote_stage.rollback(settings, NAME)
     assert models.alias_version(NAME, "champion") == versions[0]
 
 
 def test_a_move_cut_short_between_stack_and_alias_is_repaired(settings):
     labels = labelled()
     first = evaluated_version(settings, probs_of(labels, 0.2, 1), labels)
-    steps_registry.promote(settings, NAME)
+    promote_stage.promote(settings, NAME)
     second = evaluated_version(settings, probs_of(labels, 3.0, 2), labels)
     # A promotion that died after writing the stack but before moving the alias:
     MlflowClient().set_registered_model_tag(NAME, promotion.TAG_STACK, json.dumps([first, second]))
     assert promotion.champion_stack(NAME) == [first]
-    assert steps_registry.promote(settings, NAME).action == "promote"
+    assert promote_stage.promote(settings, NAME).action == "promote"
     assert promotion.champion_stack(NAME) == [first, second]
 
 
@@ -278,18 +280,18 @@ def test_a_move_cut_short_between_stack_and_alias_is_repaired(settings):
 RACER = """
 import sys, time
 from mirops.config import Settings
-from mirops import steps_registry
+from mirops.pipeline import promote as promote_stage
 root, version, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
 settings = Settings.load(root)
 time.sleep(max(0.0, start - time.time()))
-d = steps_registry.promote(settings, None, version); print(d.action, d.version, "vs", d.champion_before)
+d = promote_stage.promote(settings, None, version); print(d.action, d.version, "vs", d.champion_before)
 """
 
 
 def test_two_racing_promotions_leave_one_champion_and_lose_no_history(settings):
     labels = labelled(n=200)
     first = evaluated_version(settings, probs_of(labels, 0.2, 1), labels)
-    steps_registry.promote(settings, NAME)
+    promote_stage.promote(settings, NAME)
     second = evaluated_version(settings, probs_of(labels, 1.5, 2), labels)
     third = evaluated_version(settings, probs_of(labels, 3.0, 3), labels)
 
@@ -315,7 +317,7 @@ def test_two_racing_promotions_leave_one_champion_and_lose_no_history(settings):
     assert [m.data.tags["mirops.champion_before"] for m in moves] == stack[:-1][-len(moves):]
     assert [m.data.tags["mirops.version"] for m in moves] == stack[1:]
     assert not MlflowClient().search_registered_models(f"name = '{NAME}{lock.LOCK_SUFFIX}'")  # released
-    steps_registry.rollback(settings, NAME)
+    promote_stage.rollback(settings, NAME)
     assert models.alias_version(NAME, "champion") == stack[-2]
 
 

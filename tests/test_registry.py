@@ -6,6 +6,7 @@ import mlflow
 import torch
 
 from mirops.config import Settings
+from mirops.models.serving import ServingSpec
 from mirops.registry import models, tracking
 from tests.conftest import make_project
 
@@ -21,9 +22,9 @@ class Constant(torch.nn.Module):
 
 def logged_run(settings: Settings, score: float) -> str:
     with tracking.run(settings, "fake", "train", "v1") as active:
-        models.log_model(Constant(), num_classes=2, sample_rate=1000)
+        models.log_model(Constant(), ServingSpec(sample_rate=1000, clip_seconds=1.0, threshold=0.5, classes=("a", "b")))
         mlflow.log_metric("test_mAP", score)
-    return active.info.run_id
+    return active.id
 
 
 def test_registered_model_has_a_signature_and_serves_audio(tmp_path):

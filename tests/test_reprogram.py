@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mirops.config import TrainParams
+from mirops.config import ReprogramParams
 from mirops.models.reprogram import OutputMapping, ReprogrammedClassifier
 from mirops.models.transforms import UNetTransform
 from mirops.train.reprogram import SpecAugment, SpecSet, fit, masked_bce
@@ -44,7 +44,7 @@ def test_a_training_step_leaves_the_backbone_untouched(model):
     head_before = model.head.linear.weight.detach().clone()
     specs = model.spectrogram(torch.from_numpy(np.random.default_rng(0).normal(0, 0.1, (4, 16000 * 2)).astype("f4")))
     labels = torch.tensor([[1.0, 0.0, float("nan")], [0.0, 1.0, 1.0], [float("nan")] * 3, [0.3, 0.9, 0.0]])
-    params = TrainParams(epochs=1, batch_size=2, lr=1e-2, freq_mask=4, time_mask=20)
+    params = ReprogramParams(epochs=1, batch_size=2, lr=1e-2, freq_mask=4, time_mask=20)
     fit(model, SpecSet(specs, labels), SpecSet(specs, labels), params, seed=0)
     for key, value in model.backbone.state_dict().items():
         assert torch.equal(value, backbone_before[key]), f"backbone weight {key} changed"
@@ -121,7 +121,7 @@ def test_resume_after_an_interruption_ends_exactly_like_the_uninterrupted_run(tm
     from mirops.train.checkpoint import Checkpoints
 
     train, valid = _tiny_problem(0), _tiny_problem(1)
-    params = TrainParams(epochs=4, batch_size=4, lr=1e-2, freq_mask=8, time_mask=20, lr_milestones=[2])
+    params = ReprogramParams(epochs=4, batch_size=4, lr=1e-2, freq_mask=8, time_mask=20, lr_milestones=[2])
     straight = _pooled_model()
     expected = fit(straight, train, valid, params, seed=3, checkpoints=Checkpoints(tmp_path / "a", "k"))
 
@@ -152,7 +152,7 @@ def test_resume_after_an_interruption_ends_exactly_like_the_uninterrupted_run(tm
 def test_a_checkpoint_of_another_configuration_is_refused(tmp_path):
     from mirops.train.checkpoint import CheckpointMismatch, Checkpoints
 
-    params = TrainParams(epochs=1, batch_size=4)
+    params = ReprogramParams(epochs=1, batch_size=4)
     fit(_pooled_model(), _tiny_problem(0), _tiny_problem(1), params, seed=0, checkpoints=Checkpoints(tmp_path, "one"))
     with pytest.raises(CheckpointMismatch, match="epoch-001.pt"):
         fit(_pooled_model(), _tiny_problem(0), _tiny_problem(1), params, seed=0,
@@ -161,11 +161,11 @@ def test_a_checkpoint_of_another_configuration_is_refused(tmp_path):
 
 
 def test_early_stopping_on_valid_map_and_the_lr_schedule():
-    params = TrainParams(epochs=6, batch_size=4, lr=0.0, patience=2, lr_milestones=[1], lr_gamma=0.5)
+    params = ReprogramParams(epochs=6, batch_size=4, lr=0.0, patience=2, lr_milestones=[1], lr_gamma=0.5)
     result = fit(_pooled_model("cnn"), _tiny_problem(0), _tiny_problem(1), params, seed=0)
     # lr 0 and no BatchNorm: the model never changes, so valid mAP never improves on epoch 1
     assert result.stopped_early and [r["epoch"] for r in result.history] == [1, 2, 3] and result.best_epoch == 1
-    params = TrainParams(epochs=3, batch_size=4, lr=0.1, lr_milestones=[1, 2], lr_gamma=0.5)
+    params = ReprogramParams(epochs=3, batch_size=4, lr=0.1, lr_milestones=[1, 2], lr_gamma=0.5)
     lrs = [r["lr"] for r in fit(_pooled_model(), _tiny_problem(0), _tiny_problem(1), params, seed=0).history]
     assert lrs == pytest.approx([0.05, 0.025, 0.025])
 
@@ -176,7 +176,7 @@ def test_a_model_with_nothing_to_train_is_only_validated():
     model = ReprogrammedClassifier(YAMNet.from_onnx(), ["piano", "violin"], transform="none", mapping="audioset")
     assert model.count_parameters()["trainable"] == 0
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    result = fit(model, _tiny_problem(0, classes=2), _tiny_problem(1, classes=2), TrainParams(epochs=3), seed=0)
+    result = fit(model, _tiny_problem(0, classes=2), _tiny_problem(1, classes=2), ReprogramParams(epochs=3), seed=0)
     assert result.best_epoch == 0 and len(result.history) == 1 and np.isfinite(result.best_valid["ROC_AUC"])
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
@@ -185,10 +185,10 @@ def test_presets_set_the_recipe_and_single_values_still_win(tmp_path):
     from mirops.config import TRAIN_PRESETS, Settings, preset_overrides
 
     settings = Settings.load(tmp_path, **preset_overrides("reference"))
-    assert (settings.train.lr, settings.train.batch_size, settings.train.epochs) == (1e-5, 4, 30)
-    assert settings.train.lr_milestones == list(range(5, 26)) and settings.train.freq_mask == 24
-    settings = Settings.load(tmp_path, **(preset_overrides("reference") | {"train__epochs": 2}))
-    assert settings.train.epochs == 2 and settings.train.lr == 1e-5
+    assert (settings.reprogram.lr, settings.reprogram.batch_size, settings.reprogram.epochs) == (1e-5, 4, 30)
+    assert settings.reprogram.lr_milestones == list(range(5, 26)) and settings.reprogram.freq_mask == 24
+    settings = Settings.load(tmp_path, **(preset_overrides("reference") | {"reprogram__epochs": 2}))
+    assert settings.reprogram.epochs == 2 and settings.reprogram.lr == 1e-5
     assert set(TRAIN_PRESETS) == {"reference", "tuned"}
     with pytest.raises(ValueError, match="unknown training preset 'fast'"):
         preset_overrides("fast")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from mirops import lineage
 from mirops.config import Settings
 from mirops.registry import tracking
 from tests.conftest import needs_soundfonts
@@ -35,7 +36,7 @@ def grid_runs(root: Path, parent_id: str) -> dict[str, object]:
 
 @needs_soundfonts
 def test_paper_grid_on_yamnet_logs_a_parent_run_with_a_child_per_variant(demo_project):
-    done = mirops(demo_project, "train", "reprogram", "--grid", "paper", "--set", "train.epochs=2", "--json")
+    done = mirops(demo_project, "train", "reprogram", "--grid", "paper", "--set", "reprogram.epochs=2", "--json")
     summary = json.loads(done.stdout)
     rows = {row["variant"]: row for row in summary["rows"]}
     assert list(rows) == PAPER_VARIANTS
@@ -59,20 +60,20 @@ def test_paper_grid_on_yamnet_logs_a_parent_run_with_a_child_per_variant(demo_pr
     for name, child in runs["children"].items():
         assert child.data.metrics["params_trainable"] == rows[name]["trainable_params"]
         assert child.data.metrics["test_mAP"] == pytest.approx(rows[name]["test_mAP"])
-        assert child.data.tags[tracking.TAG_DATASET_VERSION] == summary["dataset_version"]
+        assert child.data.tags[lineage.TAG_DATASET_VERSION] == summary["dataset_version"]
     trained = runs["children"]["unet-backbone-fc"]
     assert "valid_mAP" in trained.data.metrics and "best_valid_mAP" in trained.data.metrics
     assert "trainable_state.pt" in {f.path for f in runs["client"].list_artifacts(trained.info.run_id)}
 
     again = json.loads(mirops(demo_project, "train", "reprogram", "--grid", "paper", "--resume",
-                              "--set", "train.epochs=2", "--json").stdout)
+                              "--set", "reprogram.epochs=2", "--json").stdout)
     assert again["run_id"] == summary["run_id"] and again["rows"] == summary["rows"]  # nothing retrained
     assert len(grid_runs(demo_project, summary["run_id"])["children"]) == len(PAPER_VARIANTS)
 
 
 @needs_soundfonts
 def test_a_killed_training_resumes_from_its_last_epoch_to_the_same_result(demo_project):
-    args = ["train", "reprogram", "--set", "train.epochs=4", "--set", "train.patience=null"]
+    args = ["train", "reprogram", "--set", "reprogram.epochs=4", "--set", "reprogram.patience=null"]
     straight = json.loads(mirops(demo_project, *args, "--json").stdout)["run_id"]
     folder = next((demo_project / "artifacts" / "train" / "checkpoints").glob("reprogram-yamnet-unet-linear-*"))
     shutil.rmtree(folder)  # so the checkpoints polled for below are the new run's
@@ -122,9 +123,9 @@ def tiny_audioset_ast(tmp_path_factory) -> Path:
 
 @needs_soundfonts
 def test_paper_grid_on_a_tiny_ast(demo_project, tiny_audioset_ast):
-    done = mirops(demo_project, "train", "reprogram", "--grid", "paper", "--set", "train.backbone=ast",
-                  "--set", f"train.backbone_source={tiny_audioset_ast}", "--set", "train.epochs=1",
-                  "--set", "train.batch_size=4", "--set", "train.freq_mask=24", "--json")
+    done = mirops(demo_project, "train", "reprogram", "--grid", "paper", "--set", "reprogram.backbone=ast",
+                  "--set", f"reprogram.backbone_source={tiny_audioset_ast}", "--set", "reprogram.epochs=1",
+                  "--set", "reprogram.batch_size=4", "--set", "reprogram.freq_mask=24", "--json")
     rows = {row["variant"]: row for row in json.loads(done.stdout)["rows"]}
     assert list(rows) == PAPER_VARIANTS
     assert rows["backbone-map"]["trainable_params"] == 0

@@ -1,4 +1,5 @@
-"""The `mirops` command line: thin argument parsing over `mirops.steps` (heavy imports stay lazy).
+"""The `mirops` command line: thin argument parsing over the stages in `mirops.pipeline` (heavy imports stay lazy,
+so `mirops --help` is instant).
 
 Human output goes to stderr; `--json` prints one JSON object on stdout for scripts.
 """
@@ -13,6 +14,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from mirops import lineage
 from mirops.config import TRAIN_PRESETS
 from mirops.offline import quiet_and_offline
 from mirops.train.grid import GRIDS
@@ -32,7 +34,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--set {item!r}: expected [SECTION.]FIELD=VALUE, e.g. train.epochs=2 or seed=3")
+            raise SystemExit(f"--set {item!r}: expected [SECTION.]FIELD=VALUE, e.g. reprogram.epochs=2 or seed=3")
         key = key.replace(".", "__", 1)
         try:  # numbers, booleans, lists as JSON; anything else is a string
             out[key] = json.loads(value)
@@ -51,29 +53,26 @@ def _emit(args: argparse.Namespace, payload: Any) -> None:
 
 
 def cmd_data_demo(args):
-    from mirops import steps
+    from mirops.pipeline import ingest
 
     out = Path(args.out) if args.out else None
-    _emit(args, steps.demo(_settings(args), overwrite=args.overwrite, variant=args.variant, out=out))
+    _emit(args, ingest.demo(_settings(args), overwrite=args.overwrite, variant=args.variant, out=out))
 
 
 def cmd_data_import(args):
     from rich.console import Console
 
-    from mirops.data import importers
+    from mirops.pipeline import ingest
 
-    settings = _settings(args)
-    out = Path(args.out) if args.out else settings.data_dir
-    common = {"out": out, "settings": settings, "overwrite": args.overwrite, "show_progress": not args.json}
-    if args.source == "openmic":
-        summary = importers.import_openmic(Path(args.source_root), **common)
-    elif args.source == "mtat":
-        summary = importers.import_mtat(Path(args.source_root), split=args.split, n_tags=args.top_tags,
-                                        split_dir=Path(args.split_dir) if args.split_dir else None, **common)
-    else:
-        classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
-        summary = importers.import_folder(Path(args.source_root), Path(args.labels), classes=classes,
-                                          threshold=args.threshold, group_by=args.group_by, **common)
+    options: dict[str, Any] = {}
+    if args.source == "mtat":
+        options = {"split": args.split, "n_tags": args.top_tags,
+                   "split_dir": Path(args.split_dir) if args.split_dir else None}
+    elif args.source == "folder":
+        options = {"labels_csv": Path(args.labels), "threshold": args.threshold, "group_by": args.group_by,
+                   "classes": [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None}
+    summary = ingest.import_dataset(_settings(args), args.source, Path(args.source_root), out=args.out,
+                                    overwrite=args.overwrite, show_progress=not args.json, **options)
     console = Console(stderr=True)
     console.print(f"[bold]imported[/] {summary.line()}")
     if summary.quarantined:
@@ -85,9 +84,9 @@ def cmd_data_import(args):
 
 
 def cmd_data_version(args):
-    from mirops import steps
+    from mirops.pipeline import version
 
-    _emit(args, {"dataset_version": steps.version(_settings(args), args.message, commit=not args.no_commit)})
+    _emit(args, {"dataset_version": version.version(_settings(args), args.message, commit=not args.no_commit)})
 
 
 def cmd_data_versions(args):
@@ -117,26 +116,27 @@ def cmd_data_checkout(args):
 
 
 def cmd_data_check(args):
-    from mirops import steps
+    from mirops.pipeline import ingest
 
-    _emit(args, steps.check_data(_settings(args)))
+    _emit(args, ingest.check_data(_settings(args)))
 
 
 def cmd_data_precompute(args):
-    from flows.precompute import run_precompute
+    from mirops import flow_files
 
     settings = _settings(args)
+    run_precompute = flow_files.load(lineage.PRECOMPUTE_ENTRYPOINT, settings.root)
     teachers = settings.east.teachers if args.teachers == "east" else [t for t in (args.teachers or "").split(",") if t]
     _emit(args, run_precompute(str(settings.root), _overrides(args), args.task_runner,
                                args.workers or settings.ingest.workers, args.dask_address, teachers=teachers))
 
 
 def cmd_audit(args):
-    from mirops import steps
     from mirops.audit.report import AuditFailed
+    from mirops.pipeline import audit
 
     try:
-        summary = steps.audit(_settings(args), raise_on_failure=False, reference=args.reference)
+        summary = audit.audit(_settings(args), raise_on_failure=False, reference=args.reference)
     except AuditFailed as exc:  # pragma: no cover - raise_on_failure=False
         raise SystemExit(str(exc)) from exc
     _emit(args, summary)
@@ -147,57 +147,46 @@ def cmd_audit(args):
 
 
 def cmd_train(args):
-    from mirops import steps
+    from mirops.pipeline import train
 
-    if args.family == "east":
-        from mirops import steps_east
-
-        if args.grid:
-            _emit(args, steps_east.train_east_grid(_settings(args), args.grid, resume=args.resume))
-        else:
-            _emit(args, {"run_id": steps_east.train_east(_settings(args), resume=args.resume)})
-        return
     if args.grid:
-        _emit(args, steps.train_grid(_settings(args), args.grid, resume=args.resume))
+        _emit(args, train.train_grid(_settings(args), args.family, args.grid, resume=args.resume))
     else:
-        _emit(args, {"run_id": steps.train(_settings(args), resume=args.resume)})
+        _emit(args, {"run_id": train.train(_settings(args), args.family, resume=args.resume)})
 
 
 def cmd_evaluate(args):
-    from mirops import steps_registry
+    from mirops.pipeline import evaluate
 
-    _emit(args, steps_registry.evaluate(_settings(args), args.run, args.family))
+    _emit(args, evaluate.evaluate(_settings(args), args.run, args.family))
 
 
 def cmd_register(args):
-    from mirops import steps_registry
+    from mirops.pipeline import register
 
-    _emit(args, steps_registry.register(_settings(args), args.run, args.family))
+    _emit(args, register.register(_settings(args), args.run, args.family))
 
 
 def cmd_promote(args):
-    from mirops import steps_registry
+    from mirops.pipeline import promote
 
-    _emit(args, steps_registry.promote(_settings(args), args.name, args.version, dry_run=args.dry_run))
+    _emit(args, promote.promote(_settings(args), args.name, args.version, dry_run=args.dry_run))
 
 
 def cmd_rollback(args):
-    from mirops import steps_registry
+    from mirops.pipeline import promote
 
-    _emit(args, steps_registry.rollback(_settings(args), args.name, args.reason or "", dry_run=args.dry_run))
+    _emit(args, promote.rollback(_settings(args), args.name, args.reason or "", dry_run=args.dry_run))
 
 
 def cmd_predict(args):
-    import mlflow
     from rich.console import Console
     from rich.table import Table
 
-    from mirops.inference import predict
+    from mirops.pipeline.predict import predict
 
-    # Only the tracking URI: `tracking.setup` would create an experiment, and predicting writes nothing.
-    mlflow.set_tracking_uri(_settings(args).tracking_uri)
-    result = predict(args.model_uri, args.paths, batch_size=args.batch_size, threshold=args.threshold,
-                     show_progress=not args.json)
+    result = predict(_settings(args), args.model_uri, args.paths, batch_size=args.batch_size,
+                     threshold=args.threshold)
     _emit(args, result)
     console = Console(stderr=True)
     if not args.json:
@@ -216,18 +205,19 @@ def cmd_predict(args):
 
 
 def cmd_monitor(args):
-    from mirops import steps
+    from mirops.pipeline import monitor
 
-    result = steps.monitor(_settings(args), Path(args.current) if args.current else None, reference=args.reference)
+    result = monitor.monitor(_settings(args), Path(args.current) if args.current else None, reference=args.reference)
     _emit(args, result)
     if args.fail_on_drift and result.drift_detected:
         raise SystemExit(3)
 
 
 def cmd_pipeline_run(args):
-    from flows.retrain import retrain
+    from mirops import flow_files
 
     settings = _settings(args)
+    retrain = flow_files.load(lineage.RETRAIN_ENTRYPOINT, settings.root)
     summary = retrain(root=str(settings.root), overrides=_overrides(args), current=args.current,
                       task_runner=args.task_runner, family=args.family, grid=args.grid, source=args.source)
     _emit(args, summary)
@@ -243,10 +233,12 @@ def cmd_serve(args):
             "the runs that `mirops serve` executes: start one with `prefect server start` and "
             "`export PREFECT_API_URL=http://127.0.0.1:4200/api` (or use the one `mirops ui` starts), then run "
             "`mirops serve` again.")
-    from flows.deployments import serve_all
+    from mirops import flow_files
 
+    settings = _settings(args)
+    serve_all = flow_files.load("deployments.py:serve_all", settings.root)
     try:
-        serve_all(_settings(args), _overrides(args) or None, echo=lambda line: print(line, file=sys.stderr),
+        serve_all(settings, _overrides(args) or None, echo=lambda line: print(line, file=sys.stderr),
                   announce=lambda plan: (_emit(args, plan), sys.stdout.flush()))
     except ConnectionError as exc:
         raise SystemExit(f"mirops serve: {exc}") from exc
@@ -254,8 +246,8 @@ def cmd_serve(args):
 
 def cmd_ui(args):
     """The MLflow, Prefect and Evidently UIs of the project on localhost, until Ctrl-C (or SIGTERM) stops all three."""
-    from mirops import dashboards
-    from mirops.monitor.dashboards import DATA_QUALITY, DRIFT, MODELS
+    from mirops.monitor.projects import DATA_QUALITY, DRIFT, MODELS
+    from mirops.pipeline import dashboards
     from mirops.services import project_uis, serve_until_stopped, ui_url
 
     settings = _settings(args)
@@ -328,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--root", default=None, help="project root holding params.yaml (default: .)")
     common.add_argument("--set", action="append", metavar="[SECTION.]FIELD=VALUE",
-                        help="override a params.yaml value, e.g. --set train.epochs=2 (repeatable)")
+                        help="override a params.yaml value, e.g. --set reprogram.epochs=2 (repeatable)")
     common.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser = argparse.ArgumentParser(prog="mirops", description=__doc__.splitlines()[0])
     sub = _LeafParsers(parser.add_subparsers(dest="command", required=True), common)
@@ -396,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     aud.set_defaults(func=cmd_audit)
 
     train = sub.add_parser("train", help="train a model, log it to MLflow, print the run id")
-    train.add_argument("family", choices=["reprogram", "east"])
+    train.add_argument("family", choices=list(lineage.FAMILY_NAMES))
     train.add_argument("--grid", choices=sorted(GRIDS),
                        help="train every variant of a grid under one parent run (reprogram paper: Chen & Lerch's "
                             "ablation; east paper: student, probe, KD, EAsT, KD + EAsT per teacher)")
@@ -412,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "tags and a model card")):
         p = sub.add_parser(name, help=text)
         p.add_argument("run", nargs="?", help="MLflow run id (default: the last `mirops train FAMILY`)")
-        p.add_argument("--family", choices=["reprogram", "east"], default="reprogram",
+        p.add_argument("--family", choices=list(lineage.FAMILY_NAMES), default="reprogram",
                        help="whose last training run to take when RUN is not given")
         p.set_defaults(func=func)
 
@@ -451,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = pipe.add_parser("run", help="demo data if none, version, audit, monitor, train, evaluate, register, "
                                       "promote")
     run.add_argument("--current", help="batch to monitor (default production/)")
-    run.add_argument("--family", choices=["reprogram", "east", "both"], default="reprogram",
+    run.add_argument("--family", choices=[*lineage.FAMILY_NAMES, "both"], default="reprogram",
                      help="which model family to train and register (each has its own champion)")
     run.add_argument("--grid", choices=sorted(GRIDS), help="also train this comparison grid")
     run.add_argument("--source", help="dataset folder (with manifest.parquet) that data/ mirrors first")
@@ -478,7 +470,7 @@ def main(argv: list[str] | None = None) -> None:
     root = Path(args.root or ".").resolve()
     quiet_and_offline(root)
     from mirops.audit.report import AuditFailed
-    from mirops.steps import AuditNotPassed
+    from mirops.pipeline.audit import AuditNotPassed
 
     try:
         args.func(args)

@@ -97,8 +97,9 @@ class AuditParams(BaseModel):
     duplicate_similarity: float = 0.5           # fingerprint similarity from which two clips are the same audio
 
 
-class TrainParams(BaseModel):
-    """Reprogramming (`mirops train reprogram`): backbone, trainable parts and the training recipe.
+class ReprogramParams(BaseModel):
+    """Reprogramming (`mirops train reprogram`, params.yaml `reprogram:`): backbone, trainable parts and the
+    training recipe.
 
     The recipe values are the "tuned" preset; `TRAIN_PRESETS["reference"]` holds Chen & Lerch's
     (methods.md §1.7), selected with `--preset reference`.
@@ -125,6 +126,9 @@ class TrainParams(BaseModel):
     device: str = "auto"           # "auto": CUDA when there is a GPU, else CPU
     precision: str = Field("auto", pattern="^(auto|fp32|bf16)$")  # auto: bf16 autocast on CUDA, fp32 on CPU
     max_clips: int | None = None  # cap on training clips (tests, smoke runs)
+
+
+TrainParams = ReprogramParams  # transitional name, removed once train/ uses ReprogramParams
 
 
 class EastParams(BaseModel):
@@ -178,10 +182,10 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def preset_overrides(name: str) -> dict[str, Any]:
-    """`train__<field>` overrides of a preset, for `Settings.load(**overrides)`."""
+    """`reprogram__<field>` overrides of a preset, for `Settings.load(**overrides)`."""
     if name not in TRAIN_PRESETS:
         raise ValueError(f"unknown training preset {name!r}; choose one of {sorted(TRAIN_PRESETS)}")
-    return {f"train__{key}": value for key, value in TRAIN_PRESETS[name].items()}
+    return {f"reprogram__{key}": value for key, value in TRAIN_PRESETS[name].items()}
 
 
 class RegistryParams(BaseModel):
@@ -227,7 +231,7 @@ class Settings(BaseSettings):
     demo: DemoParams = Field(default_factory=DemoParams)
     ingest: IngestParams = Field(default_factory=IngestParams)
     audit: AuditParams = Field(default_factory=AuditParams)
-    train: TrainParams = Field(default_factory=TrainParams)
+    reprogram: ReprogramParams = Field(default_factory=ReprogramParams)
     east: EastParams = Field(default_factory=EastParams)
     registry: RegistryParams = Field(default_factory=RegistryParams)
     monitor: MonitorParams = Field(default_factory=MonitorParams)
@@ -255,6 +259,14 @@ class Settings(BaseSettings):
             if not isinstance(loaded, dict):
                 raise ValueError(f"{params_file}: expected a mapping of sections, got {type(loaded).__name__}")
             values.update(loaded)
+        renamed = [where for where, keys in ((str(params_file), values), ("overrides", overrides),
+                                             ("environment", {k.lower(): v for k, v in os.environ.items()}))
+                   if "train" in keys or any(k.startswith(("train__", "mirops_train__")) for k in keys)]
+        if renamed:
+            raise ValueError(f"{', '.join(renamed)}: the settings section `train` is now `reprogram` (the "
+                             "reprogramming family's settings; EAsT's are `east`): rename `train:` to `reprogram:` "
+                             "in params.yaml, `--set train.X=...` to `--set reprogram.X=...` and MIROPS_TRAIN__X "
+                             "to MIROPS_REPROGRAM__X")
         for key, value in overrides.items():
             section, _, field = key.partition("__")
             if field:

@@ -95,3 +95,6 @@ MONITOR_DEPLOYMENT = f"{MONITOR_FLOW}/daily"
 RETRAIN_ENTRYPOINT = "retrain.py:retrain"
 MONITOR_ENTRYPOINT = "monitor.py:monitor"
 PRECOMPUTE_ENTRYPOINT = "precompute.py:run_precompute"
+
+# ---------------------------------------------------------------- model families (their objects: mirops.families)
+FAMILY_NAMES = ("reprogram", "east")  # the CLI's choices and the values of TAG_FAMILY

@@ -141,3 +141,14 @@ def open_version(root: Path, version: str | None = None, data_dir: Path | None =
     with version_view(root, wanted) as view:
         manifest, spec = read_manifest(view)
         yield DatasetVersion(wanted, view, manifest, spec, working_copy=False)
+
+
+UNVERSIONED = "unversioned"
+
+
+def working_copy(root: Path, data_dir: Path | None = None) -> DatasetVersion:
+    """data/ as it is, versioned or not (its id is data.dvc's md5, else "unversioned"): for work that fills
+    caches before or without a version, never for a run that records which version it read."""
+    data_dir = Path(data_dir) if data_dir is not None else Path(root) / "data"
+    manifest, spec = read_manifest(data_dir)
+    return DatasetVersion(current_id(root) or UNVERSIONED, data_dir, manifest, spec, working_copy=True)

@@ -188,3 +188,8 @@ def register_version(name: str, run_id: str, tags: dict[str, str], card: Callabl
 
 def version_tags(name: str, version: str) -> dict[str, str]:
     return dict(MlflowClient().get_model_version(name, version).tags)
+
+
+def model_version(name: str, version: str):
+    """The registry's record of one version (tags, aliases, run id)."""
+    return MlflowClient().get_model_version(name, version)

@@ -23,7 +23,6 @@ from mirops.config import Settings
 from mirops.lineage import TAG_DATASET_VERSION, TAG_GIT_COMMIT, TAG_STEP
 
 
-
 def git_commit(root: Path) -> str:
     """The commit of the code that produced a run ("unknown" outside git), with "-dirty" for local edits."""
     try:

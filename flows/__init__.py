@@ -1,1 +1,0 @@
-"""Prefect flows: thin wiring of `mirops.steps` into tasks (retries, a UI, schedules)."""

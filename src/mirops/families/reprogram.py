@@ -1,0 +1,171 @@
+"""Reprogramming (Chen & Lerch 2023; docs/methods.md §1): a frozen backbone with a small trainable input
+transform and output mapping, trained on the backbone front end's cached frames.
+
+Settings: params.yaml `reprogram:` (`mirops.config.ReprogramParams`); registered model: `registry.model_name`;
+grid `paper`: the paper's ablation (`mirops.train.grid`).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any
+
+import pandas as pd
+import torch
+
+from mirops.config import Settings
+from mirops.data.cache import ArrayCache
+from mirops.data.dataset import DatasetVersion
+from mirops.data.manifest import TEST, TRAIN, VALID
+from mirops.families.base import GridVariant, ModelFamily, OnEpoch, Prepared, Trained, VariantOutcome, score
+from mirops.features.dataset_clips import DatasetClips
+from mirops.features.logmel import SAMPLE_RATE, YamnetLogMel
+from mirops.models.backbone import SpectrogramPool, build_backbone
+from mirops.models.reprogram import ReprogrammedClassifier
+from mirops.models.serving import ServingSpec
+from mirops.plots import grid_per_class
+from mirops.progress import console
+from mirops.train import grid as grids
+from mirops.train.reprogram import SpecSet, fit, predict_probs, resolve_device
+
+
+def training_frontend(settings: Settings):
+    """The front end of `reprogram.backbone`, without loading its weights (AST: only the checkpoint's config),
+    so precompute tasks fill exactly the frames training will read."""
+    p = settings.reprogram
+    if p.backbone == "ast":
+        from transformers import ASTConfig  # heavy, and only for AST: loaded when asked for
+
+        from mirops.features.fbank import AstFbank
+        from mirops.models.ast import DEFAULT_AST
+
+        config = ASTConfig.from_pretrained(p.backbone_source or DEFAULT_AST)
+        return AstFbank(config.max_length, config.num_mel_bins, normalize=p.normalize)
+    return YamnetLogMel()
+
+
+@functools.cache
+def _backbone(name: str, source: str | None, normalize: bool):
+    options = {"normalize": normalize} if name == "ast" else {}
+    return build_backbone(name, source, **options)
+
+
+def backbone(settings: Settings):
+    """The frozen backbone `reprogram.backbone` names, from `reprogram.backbone_source` (or its default)."""
+    p = settings.reprogram
+    return _backbone(p.backbone, p.backbone_source, p.normalize)
+
+
+def dataset_clips(settings: Settings, ds: DatasetVersion) -> DatasetClips:
+    return DatasetClips(ds.folder, ArrayCache(settings.cache_dir), settings.ingest.crop)
+
+
+def split_sets(settings: Settings, ds: DatasetVersion, frontend, splits: tuple[str, ...], seconds: float,
+               max_clips: int | None, make_set) -> tuple[dict, dict, int]:
+    """Per split: `make_set(frames, labels, rows)`, the rows kept and the clips skipped as unusable.
+    `max_clips` caps train and valid, never test (every family is scored on the whole test split)."""
+    clips = dataset_clips(settings, ds)
+    sets, parts, skipped = {}, {}, 0
+    for s in splits:
+        frames, kept, n_bad = clips.frames(ds.split(s, max_clips if s != TEST else None), frontend, seconds,
+                                           f"{s} split")
+        sets[s] = make_set(torch.from_numpy(frames), torch.from_numpy(ds.labels(kept)), kept)
+        parts[s], skipped = kept, skipped + n_bad
+    return sets, parts, skipped
+
+
+class Reprogramming(ModelFamily):
+    name = "reprogram"
+    section = "reprogram"
+    grid_prefix = "grid"
+    run_file = "run.json"
+    grids = tuple(grids.GRIDS)
+
+    def model_name(self, settings: Settings) -> str:
+        return settings.registry.model_name
+
+    def run_name(self, settings: Settings) -> str:
+        p = settings.reprogram
+        return f"reprogram-{p.backbone}-{p.transform}-{p.mapping}"
+
+    def prepare(self, settings: Settings, ds: DatasetVersion, grid: str | None = None) -> Prepared:
+        p = settings.reprogram
+        net = backbone(settings)
+        splits = (TRAIN, VALID, TEST) if grid else (TRAIN, VALID)
+        sets, parts, skipped = split_sets(settings, ds, net.frontend, splits, p.clip_seconds, p.max_clips,
+                                          lambda frames, labels, _rows: SpecSet(frames, labels))
+        return Prepared(sets, parts, skipped, ds.classes, {"backbone": net})
+
+    def build(self, settings: Settings, prepared: Prepared, transform: str, mapping: str,
+              use_backbone: bool = True) -> ReprogrammedClassifier:
+        """A reprogrammed classifier around the backbone (or, `use_backbone=False`, its pooled front end)."""
+        net = prepared.extra["backbone"]
+        torch.manual_seed(settings.seed)
+        core = net if use_backbone else SpectrogramPool.like(net)
+        return ReprogrammedClassifier(core, prepared.classes, transform=transform,
+                                      final_relu=settings.reprogram.final_relu, mapping=mapping,
+                                      input_frames=prepared.sets[TRAIN].specs.shape[1])
+
+    def _fit(self, settings: Settings, model, prepared: Prepared, checkpoints, resume: bool,
+             on_epoch: OnEpoch) -> Trained:
+        model.to(resolve_device(settings.reprogram.device))
+        started = time.perf_counter()
+        result = fit(model, prepared.sets[TRAIN], prepared.sets[VALID], settings.reprogram, settings.seed,
+                     on_epoch=on_epoch, checkpoints=checkpoints, resume=resume)
+        return Trained(model, result, time.perf_counter() - started)
+
+    def train(self, settings: Settings, prepared: Prepared, checkpoints, resume: bool, on_epoch: OnEpoch,
+              run) -> Trained:
+        p = settings.reprogram
+        model = self.build(settings, prepared, p.transform, p.mapping)
+        return self._fit(settings, model, prepared, checkpoints, resume, on_epoch)
+
+    def count_parameters(self, model) -> tuple[int, int]:
+        counts = model.count_parameters()
+        return counts["trainable"], counts["total"]
+
+    def run_tags(self, settings: Settings) -> dict[str, str]:
+        return {}
+
+    def serving(self, settings: Settings, prepared: Prepared, model) -> ServingSpec:
+        return ServingSpec(int(model.frontend.config().get("sample_rate", SAMPLE_RATE)),
+                           settings.reprogram.clip_seconds, settings.reprogram.threshold, tuple(prepared.classes))
+
+    # ------------------------------------------------------------ the paper's ablation
+    def grid_name(self, settings: Settings, grid: str) -> str:
+        return f"{self.grid_prefix}-{grid}-{settings.reprogram.backbone}"
+
+    def grid_variants(self, settings: Settings, grid: str) -> list[GridVariant]:
+        self.check_grid(grid)
+        return [GridVariant(v.name, {"reprogram.transform": v.transform, "reprogram.mapping": v.mapping,
+                                     "backbone_used": v.backbone}, {}, v)
+                for v in grids.grid_variants(grid)]
+
+    def train_variant(self, settings: Settings, prepared: Prepared, variant: GridVariant, checkpoints,
+                      resume: bool, on_epoch: OnEpoch, run) -> tuple[Trained, VariantOutcome]:
+        spec: grids.Variant = variant.spec
+        model = self.build(settings, prepared, spec.transform, spec.mapping, use_backbone=spec.backbone)
+        trainable, total = self.count_parameters(model)
+        run.log_metrics({"params_trainable": trainable, "params_total": total})
+        trained = self._fit(settings, model, prepared, checkpoints, resume, on_epoch)
+        test_set = prepared.sets[TEST]
+        test, per_class = score(predict_probs(model, test_set.specs, precision=settings.reprogram.precision),
+                                test_set.labels.numpy(), prepared.classes, settings.reprogram.threshold)
+        row = grids.summary_row(spec, trainable, trained.result.best_epoch, trained.result.best_valid, test,
+                                trained.seconds)
+        console.print(f"{variant.name}: test mAP {test['mAP']:.3f}, F1 (OpenMIC) {test['F1_openmic']:.3f}, "
+                      f"{trainable:,} trainable parameters")
+        # The trainable part only (KB): the frozen backbone is named by the run's parameters.
+        state = {k: v.cpu() for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+        return trained, VariantOutcome(row, per_class, {f"test_{k}": v for k, v in test.items()}, state,
+                                       "trainable_state.pt")
+
+    def grid_summary(self, settings: Settings, grid: str, rows: list[dict], per_class: dict[str, dict]
+                     ) -> tuple[pd.DataFrame, str, dict[str, Any]]:
+        f1 = {name: {c: m["F1_openmic"] for c, m in classes.items()} for name, classes in per_class.items()}
+        figure = grid_per_class(f1, "F1 (OpenMIC macro avg), test split")
+        return grids.summary_table(rows), "grid_summary", {"plots/grid_per_class_f1.png": figure}
+
+
+REPROGRAMMING = Reprogramming()
