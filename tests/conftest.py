@@ -36,6 +36,13 @@ needs_soundfonts = pytest.mark.skipif(
 )
 
 
+def load_flow(entrypoint: str):
+    """A Prefect flow file of the repository by entrypoint path, as `mirops pipeline run` loads it."""
+    from mirops import flow_files
+
+    return flow_files.load(entrypoint, REPO)
+
+
 def merged(base: dict, changes: dict) -> dict:
     out = dict(base)
     for key, value in changes.items():

@@ -9,12 +9,12 @@ from mlflow import MlflowClient
 
 from mirops.config import Settings
 from mirops.registry import tracking
-from tests.conftest import needs_soundfonts
+from tests.conftest import load_flow, needs_soundfonts
 
 
 @needs_soundfonts
 def test_retraining_flow_end_to_end(tiny_project, prefect_api):
-    from flows.retrain import retrain
+    retrain = load_flow("retrain.py:retrain")
     from mirops.cli import where_to_look
 
     # Both families: each trains, is evaluated, registered as its own model and judged by the gate.
@@ -86,7 +86,7 @@ def test_retraining_flow_end_to_end(tiny_project, prefect_api):
 def test_a_failed_critical_expectation_stops_the_flow_and_names_it(tmp_path, prefect_api):
     import pytest
 
-    from flows.retrain import retrain
+    retrain = load_flow("retrain.py:retrain")
     from mirops.audit.report import AuditFailed
     from tests.conftest import TINY, make_project, merged
 

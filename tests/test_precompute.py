@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import make_project
+from tests.conftest import load_flow, make_project
 from tests.test_audio_io import corpus_dataset
 
 
@@ -17,7 +17,7 @@ def corpus_project(tmp_path):
 
 @pytest.mark.parametrize("runner", ["thread", "dask"])
 def test_mapped_precompute_fills_the_cache_and_reports_broken_clips(prefect_api, corpus_project, runner):
-    from flows.precompute import run_precompute
+    run_precompute = load_flow("precompute.py:run_precompute")
 
     root, expected = corpus_project
     totals = run_precompute(str(root), {}, task_runner=runner, workers=2, chunk_size=4)
@@ -32,7 +32,7 @@ def test_mapped_precompute_fills_the_cache_and_reports_broken_clips(prefect_api,
 
 
 def test_a_second_precompute_computes_nothing(prefect_api, corpus_project):
-    from flows.precompute import run_precompute
+    run_precompute = load_flow("precompute.py:run_precompute")
 
     root, _ = corpus_project
     run_precompute(str(root), {}, chunk_size=100)

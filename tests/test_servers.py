@@ -195,7 +195,8 @@ def test_cron_deployment_creates_and_runs_a_flow_run(tmp_path, servers, versione
 
 MONITOR_FLOW = (
     "import json, sys\n"
-    "from flows.monitor import monitor\n"
+    "from mirops import flow_files\n"
+    "monitor = flow_files.load('monitor.py:monitor')\n"
     "print('RESULT ' + json.dumps(monitor(root=sys.argv[1], current=sys.argv[2]), default=str))\n"
 )
 
@@ -276,7 +277,8 @@ def test_drift_starts_the_retraining_deployment_with_the_reason(tmp_path, server
 
 
 def test_the_monitor_says_why_it_cannot_start_retraining_without_a_server(tmp_path):
-    probe = ("from flows.monitor import start_retraining\n"
+    probe = ("from mirops import flow_files\n"
+             "start_retraining = flow_files.load('monitor.py:start_retraining')\n"
              "print(repr(start_retraining({'reason': 'drift'})))\n")
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"PREFECT_HOME": str(tmp_path)}
     unset = run_python(probe, env, timeout=120)
