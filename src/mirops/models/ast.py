@@ -4,7 +4,7 @@ Weights: a hub id (default `MIT/ast-finetuned-audioset-10-10-0.4593`, the AudioS
 reference, mAP 0.4593) or a local directory written by `save_pretrained`. The model is loaded as
 `ASTForAudioClassification`, frozen and put in eval mode.
 
-Pooling matches the reference (methods.md §1.2): the embedding is the mean of the CLS and distillation
+Pooling matches the reference (docs/methods.md §1.2): the embedding is the mean of the CLS and distillation
 token outputs after the final LayerNorm — which is exactly `ASTModel`'s `pooler_output` in transformers —
 and the logits are the checkpoint's own head (LayerNorm + Linear, 527 AudioSet classes) on that embedding.
 Input: fbank [B, max_length, num_mel_bins] (1024 x 128) from `mirops.features.fbank.AstFbank`.

@@ -100,7 +100,7 @@ class SpectrogramPool(Backbone):
     transform as the reprogrammed model, with a linear mapping straight on the (transformed) spectrogram, so
     the ablation shows what the frozen network adds. The reference's `CNNModel` flattens the whole
     spectrogram into a 2.6 M-parameter linear layer instead, which contradicts the paper's 0.017 M for
-    that row (methods.md §1.4, U3); pooling keeps the row at the paper's size.
+    that row (docs/methods.md §1.4, U3); pooling keeps the row at the paper's size.
     """
 
     num_logits = 0

@@ -1,6 +1,6 @@
 """Output mappings of reprogramming: from what the frozen backbone gives to the target classes.
 
-* `OutputMapping`: LayerNorm + Linear on the clip embedding, trained (the reference head, methods.md §1.5;
+* `OutputMapping`: LayerNorm + Linear on the clip embedding, trained (the reference head, docs/methods.md §1.5;
   16,916 parameters for 768 -> 20).
 * `AudioSetLabelMap`: a fixed many-to-one map from the backbone's AudioSet logits to the target classes
   (the "simple output mapping"): no trainable parameter, only the input transform learns.

@@ -3,7 +3,7 @@
 Each student holds its own log-mel front end (`EastLogMel`, the reference's PaSST-style featuriser) and maps
 log-mel frames [B, T, F] to class logits, plus the last stage's feature map averaged over frequency,
 [B, T', C], which the EAsT regulariser ties to a teacher's embeddings (`mirops.train.east_losses`). Every
-number here is from methods.md §3.3 (architectures) and §3.8 (front end); the shapes quoted are for the
+number here is from docs/methods.md §3.3 (architectures) and §3.8 (front end); the shapes quoted are for the
 reference's clip lengths (29.1 s MTAT, 10 s OpenMIC).
 
 | student    | sample rate | mels | feature hop | parameters (classes)         |
@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 STUDENTS = ("mobile_fcn", "cp_resnet")
 
-# Front end (methods.md §3.8): pre-emphasis, STFT 1024 / hop 320 / symmetric Hann 800, power, Kaldi mel bank,
+# Front end (docs/methods.md §3.8): pre-emphasis, STFT 1024 / hop 320 / symmetric Hann 800, power, Kaldi mel bank,
 # log(x + 1e-5), then (x + 3.7) / 3.1.
 N_FFT = 1024
 HOP_SAMPLES = 320
@@ -164,7 +164,7 @@ class SeparableConvBlock(nn.Sequential):
 
 
 class MobileFCN(Student):
-    """Choi et al.'s FCN with depthwise-separable blocks 3-8 (methods.md §3.3; 314 098 parameters for 50 tags).
+    """Choi et al.'s FCN with depthwise-separable blocks 3-8 (docs/methods.md §3.3; 314 098 parameters for 50 tags).
 
     Pools shrink (freq, time) by (96 or 128, 96): 1455 frames -> 15 feature steps of 96 x 20 ms = 1.92 s.
     Dropout 0.5 follows stages 1 and 2 and precedes the head; the features handed to the regulariser are the
@@ -240,12 +240,12 @@ class BasicBlock(nn.Module):
 
 
 class CPResNet(Student):
-    """Receptive-field-regularised ResNet (Koutini et al.) as EAsT's OpenMIC student (methods.md §3.3).
+    """Receptive-field-regularised ResNet (Koutini et al.) as EAsT's OpenMIC student (docs/methods.md §3.3).
 
     A 5x5 stride-2 input conv, then three stages of four BasicBlocks (base, 2x base, 4x base channels),
     global mean, Linear. rho 7 / 128 base channels / 20 classes: 5 534 612 parameters; rho 3: 3 830 676.
     1000 frames -> 62 feature steps of 16 x 10 ms = 0.16 s. In training mode the front end jitters its mel
-    band edges as the reference does on OpenMIC (fmin + U{0..19} Hz, fmax - U{0..1999} Hz, methods.md §3.8).
+    band edges as the reference does on OpenMIC (fmin + U{0..19} Hz, fmax - U{0..1999} Hz, docs/methods.md §3.8).
     """
 
     min_frames = 15  # stride 2 and three pools of 2: 15 frames -> 8 -> 4 -> 2 -> 1
@@ -287,7 +287,7 @@ class CPResNet(Student):
 
         Fixup scales each block's first conv by (number of blocks)^-0.5 and zeroes its second conv. The
         reference counts blocks with a module-level global that keeps growing across instantiations
-        (methods.md §3.12), so its second model in a process starts differently; here it is this model's
+        (docs/methods.md §3.12), so its second model in a process starts differently; here it is this model's
         own block count (12), identical for every instance.
         """
         for module in self.modules():
@@ -321,7 +321,7 @@ def _he_std(conv: nn.Conv2d) -> float:
 
 def build_student(name: str, num_classes: int, **options) -> Student:
     """A fresh student by name: `mobile_fcn` (options `n_mels`, `dropout`) or `cp_resnet` (options `rho`,
-    `base_channels`, `fmin_jitter`, `fmax_jitter`); defaults are the reference's (methods.md §3.3, §3.8)."""
+    `base_channels`, `fmin_jitter`, `fmax_jitter`); defaults are the reference's (docs/methods.md §3.3, §3.8)."""
     builders = {"mobile_fcn": MobileFCN, "cp_resnet": CPResNet}
     if name not in builders:
         raise ValueError(f"unknown student {name!r}; choose one of {list(STUDENTS)}")

