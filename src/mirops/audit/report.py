@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mirops.atomic import atomic_write_bytes
 from mirops.audit.suites import Suite, load_suites, run_suite, suite_parameters
 from mirops.audit.tables import ROW_DETAILS, ROW_NAMES, derived_tables
 from mirops.config import AuditParams
-from mirops.data.manifest import LabelSpec, atomic_write_bytes
+from mirops.data.manifest import LabelSpec
 
 AUDIT_JSON = "audit.json"
 AUDIT_HTML = "audit.html"

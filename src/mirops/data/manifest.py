@@ -7,12 +7,13 @@ Columns: clip_id, path (relative to the data root), split, group, duration_s, sa
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
+
+from mirops.atomic import atomic_write, atomic_write_bytes
 
 MANIFEST = "manifest.parquet"
 LABELS = "labels.json"
@@ -113,25 +114,11 @@ def read_manifest(data_dir: Path) -> tuple[pd.DataFrame, LabelSpec]:
     return df, spec
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write to a temporary name beside `path`, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # plain open: the user's umask, not mkstemp's 0600
-    try:
-        tmp.write_bytes(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_manifest(data_dir: Path, df: pd.DataFrame, spec: LabelSpec) -> None:
     data_dir = Path(data_dir)
     validate(df, spec, str(data_dir / MANIFEST))
     df = df.reset_index(drop=True)
-    tmp = data_dir / f".{MANIFEST}.tmp"
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, data_dir / MANIFEST)
+    atomic_write(data_dir / MANIFEST, lambda tmp: df.to_parquet(tmp, index=False))
     atomic_write_bytes(data_dir / LABELS, (json.dumps(spec.to_json(), indent=2) + "\n").encode())
 
 

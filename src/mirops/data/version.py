@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from mirops.atomic import atomic_write_bytes
+
 DEFAULT_REMOTE = "local"
 VERSIONS_FILE = "data.versions.jsonl"
 
@@ -206,8 +208,6 @@ def make_version(root: Path, message: str = "", commit: bool = False, push: bool
 
 
 def _write_pointer(root: Path, record: VersionRecord, target: str) -> None:
-    from mirops.data.manifest import atomic_write_bytes
-
     dvc_file = Path(root) / f"{target}.dvc"
     doc = yaml.safe_load(dvc_file.read_text()) if dvc_file.exists() else None
     doc = doc or {"outs": [{}]}

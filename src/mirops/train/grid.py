@@ -1,7 +1,7 @@
 """Named grids of reprogramming variants (`mirops train reprogram --grid NAME`) and their summary table.
 
 `paper` is Chen & Lerch's ablation (MMM 2023, docs/methods.md §1.4/§1.9), with the backbone the settings name
-(`train.backbone`): what the frozen network does with a fixed map from its own AudioSet labels, what the
+(`reprogram.backbone`): what the frozen network does with a fixed map from its own AudioSet labels, what the
 input transforms do without it, and the two reprogrammed models.
 """
 
