@@ -15,7 +15,7 @@ from tests.conftest import load_flow, needs_soundfonts
 @needs_soundfonts
 def test_retraining_flow_end_to_end(tiny_project, prefect_api):
     retrain = load_flow("retrain.py:retrain")
-    from mirops.cli import where_to_look
+    from mirops.cli.commands import where_to_look
 
     # Both families: each trains, is evaluated, registered as its own model and judged by the gate.
     east = {"east__epochs": 2, "east__student": "mobile_fcn", "east__clip_seconds": 3.0,

@@ -1,0 +1,5 @@
+"""`python -m mirops.cli`: the same as the `mirops` console script."""
+
+from mirops.cli import main
+
+main()
