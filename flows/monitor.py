@@ -1,7 +1,7 @@
 """The drift monitor as a Prefect flow: a batch of incoming audio vs the training data, and, when it drifted,
 the retraining deployment started with the reason attached.
 
-`mirops serve` runs it daily (deployment `mirops-monitor/daily`). The verdict itself is `mirops.steps.monitor`
+`mirops serve` runs it daily (deployment `mirops-monitor/daily`). The verdict itself is `mirops.pipeline.monitor`
 (Evidently report, MLflow run). The links: the retraining flow run's `trigger` parameter names this MLflow
 monitor run and this Prefect flow run; the MLflow monitor run gets the retraining flow run's id
 (`mirops.triggered_flow_run`). Without a Prefect server or deployment to start, the monitor says why and
@@ -14,18 +14,22 @@ import os
 from pathlib import Path
 from typing import Any
 
+import httpx
 from prefect import flow, get_run_logger, task
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
+from prefect.runtime import flow_run
+from prefect.settings import PREFECT_API_URL
 
-from mirops import steps
 from mirops.config import Settings
-
-TAG_TRIGGERED = "mirops.triggered_flow_run"      # on the MLflow monitor run: the retraining it started
-TAG_NOT_TRIGGERED = "mirops.retrain_not_started"  # ... or why it could not start one
+from mirops.lineage import MONITOR_FLOW, RETRAIN_DEPLOYMENT, TAG_NOT_TRIGGERED, TAG_TRIGGERED
+from mirops.pipeline import monitor as monitor_stage
+from mirops.registry import tracking
 
 
 @task(name="drift-check")
 def drift_check(settings: Settings, current: str | None):
-    return steps.monitor(settings, Path(current) if current else None)
+    return monitor_stage.monitor(settings, Path(current) if current else None)
 
 
 def drift_reason(verdict) -> str:
@@ -36,15 +40,13 @@ def drift_reason(verdict) -> str:
     if verdict.embedding_drift_score is not None:
         parts.append(f"the embedding domain classifier's AUC is {verdict.embedding_drift_score:.2f}"
                      + (" (drifted)" if verdict.embedding_drift_detected else " (within chance)"))
-    critical = getattr(verdict, "severity", None) == "critical"
+    critical = verdict.severity == "critical"
     return (f"{'critical ' if critical else ''}drift detected by the monitor on {verdict.current_rows} clips: "
             + "; ".join(parts)
-            + (f"; MLflow monitor run {verdict.run_id}" if getattr(verdict, "run_id", None) else ""))
+            + (f"; MLflow monitor run {verdict.run_id}" if verdict.run_id else ""))
 
 
-def _prefect_api_url() -> str | None:
-    from prefect.settings import PREFECT_API_URL
-
+def prefect_api_url() -> str | None:
     return PREFECT_API_URL.value() or os.environ.get("PREFECT_API_URL") or None
 
 
@@ -53,17 +55,12 @@ def start_retraining(trigger: dict[str, str], deployment: str | None = None) -> 
 
     Returns (the new flow run's id, "") or (None, why it could not be started).
     """
-    from flows.deployments import RETRAIN_DEPLOYMENT
-
     deployment = deployment or RETRAIN_DEPLOYMENT
-    api = _prefect_api_url()
+    api = prefect_api_url()
     if not api:
         return None, (f"no Prefect server to start deployment {deployment!r} on: PREFECT_API_URL is not set "
                       "(this flow ran on a temporary API). Start `prefect server start` (or `mirops ui`), export "
                       "PREFECT_API_URL and run `mirops serve`")
-    from prefect.deployments import run_deployment
-    from prefect.exceptions import ObjectNotFound
-
     try:
         flow_run = run_deployment(deployment, parameters={"trigger": trigger}, timeout=0,
                                   tags=["drift-triggered"])
@@ -71,8 +68,6 @@ def start_retraining(trigger: dict[str, str], deployment: str | None = None) -> 
         return None, (f"the Prefect server at {api} has no deployment {deployment!r}: run `mirops serve` "
                       "against it to create (and serve) the deployments")
     except Exception as exc:  # an unreachable server, a rejected parameter: say it, keep the verdict
-        import httpx
-
         if isinstance(exc, httpx.TransportError):
             return None, (f"the Prefect server at {api} cannot be reached ({type(exc).__name__}: {exc}), so "
                           f"{deployment!r} was not started; is `prefect server start` running there?")
@@ -80,23 +75,19 @@ def start_retraining(trigger: dict[str, str], deployment: str | None = None) -> 
     return str(flow_run.id), ""
 
 
-def _tag_monitor_run(settings: Settings, run_id: str | None, tags: dict[str, str], logger) -> None:
+def tag_monitor_run(settings: Settings, run_id: str | None, tags: dict[str, str], logger) -> None:
     if not run_id:
         return
-    from mirops import steps_registry
-
     try:
-        steps_registry.tag_runs(settings, [run_id], tags)
+        tracking.tag_runs(settings, [run_id], tags)
     except Exception as exc:  # the tracking server may be down; the Prefect side still has the link
         logger.warning("could not tag MLflow monitor run %s with %s: %s", run_id, tags, exc)
 
 
-@flow(name="mirops-monitor")
+@flow(name=MONITOR_FLOW)
 def monitor(root: str = ".", overrides: dict[str, Any] | None = None, current: str | None = None) -> dict[str, Any]:
     """Drift of `current` (default `schedule.current`, else production/) against the training data of the
     project at `root`; a drifted verdict starts `mirops-retrain/weekly` when `schedule.retrain_on_drift`."""
-    from prefect.runtime import flow_run
-
     logger = get_run_logger()
     settings = Settings.load(root, **(overrides or {}))
     current = current or settings.schedule.current
@@ -116,10 +107,10 @@ def monitor(root: str = ".", overrides: dict[str, Any] | None = None, current: s
     started, why = start_retraining(trigger)
     if started:
         logger.info("drift: started retraining flow run %s (%s)", started, trigger["reason"])
-        _tag_monitor_run(settings, verdict.run_id, {TAG_TRIGGERED: started}, logger)
+        tag_monitor_run(settings, verdict.run_id, {TAG_TRIGGERED: started}, logger)
     else:
         logger.warning("drift detected but retraining was not started: %s", why)
-        _tag_monitor_run(settings, verdict.run_id, {TAG_NOT_TRIGGERED: why[:4000]}, logger)
+        tag_monitor_run(settings, verdict.run_id, {TAG_NOT_TRIGGERED: why[:4000]}, logger)
     summary["retraining"] = {"started": bool(started), "flow_run_id": started, "trigger": trigger,
                              **({"why": why} if why else {})}
     return summary

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from mirops.monitor import dashboards as boards
+from mirops.monitor import projects as boards
 from tests.conftest import REPO, needs_soundfonts
 from tests.test_dashboards import (
     EMBEDDING_PANELS,

@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 
 from mirops.data.manifest import LabelSpec
-from mirops.monitor import dashboards as boards
+from mirops.monitor import projects as boards
 from mirops.monitor.workspace import find_project, open_workspace, plottable
 from mirops.services import Service, evidently_ui
 from tests.conftest import make_project, needs_soundfonts
@@ -89,14 +89,15 @@ def filled_project(base: Path) -> Path:
     with open(base / "dashboards-project.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not done.exists():
-            from flows.retrain import retrain
-            from mirops import steps_registry
             from mirops.config import Settings
+            from mirops.pipeline.promote import promote
+            from mirops.pipeline.register import register
+            from tests.conftest import load_flow
 
-            retrain(root=str(make_project(root)))
+            load_flow("retrain.py:retrain")(root=str(make_project(root)))
             settings = Settings.load(root)
-            again = steps_registry.register(settings)
-            steps_registry.promote(settings, again.name, again.version)
+            again = register(settings)
+            promote(settings, again.name, again.version)
             done.write_text("ok\n")
     return root
 
@@ -104,7 +105,7 @@ def filled_project(base: Path) -> Path:
 # ---------------------------------------------------------------- tables and runs (no pipeline)
 
 def test_clip_table_counts_what_the_data_quality_dashboard_shows():
-    from mirops.dashboards import clip_quality_table
+    from mirops.pipeline.dashboards import clip_quality_table
 
     manifest = pd.DataFrame({"clip_id": ["a", "b", "c", "d"], "split": ["train", "train", "test", "unlabeled"],
                              "label:piano": [1.0, 0.2, np.nan, np.nan], "label:flute": [np.nan, 0.9, 0.6, np.nan]})

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mirops.monitor.drift import DriftResult, drift_report, embedding_auc_threshold
+from mirops.monitor.drift import DriftMeasurement, drift_report, embedding_auc_threshold
 from mirops.monitor.workspace import open_workspace, project_runs
 
 COLUMNS = ["rms_db", "loudness_lufs", "spectral_centroid_hz", "spectral_flatness", "zero_crossing_rate"]
@@ -38,7 +38,7 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict:
     ws_dir = root / "workspace"
     reference = table(60, seed=1)
 
-    def run(current: pd.DataFrame, name: str) -> DriftResult:
+    def run(current: pd.DataFrame, name: str) -> DriftMeasurement:
         return drift_report(
             reference, current, columns=COLUMNS, embedding_columns=EMBEDDING, out_dir=root / name,
             threshold=THRESHOLD, workspace_dir=ws_dir, project="drift", tags={"dataset_version": "v1"},
@@ -179,13 +179,14 @@ def _register_champion(settings, dataset_version: str) -> str:
     import mlflow
     from mlflow import MlflowClient
 
+    from mirops import lineage
     from mirops.registry import models, tracking
-    from tests.test_predict import Probe
+    from tests.test_predict import PROBE_SERVING, Probe
 
     name = settings.registry.model_name
     with tracking.run(settings, "probe", "train", dataset_version):
-        uri = models.log_model(Probe(), num_classes=len(Probe.classes), sample_rate=Probe.sample_rate)
-    version = mlflow.register_model(uri, name, tags={tracking.TAG_DATASET_VERSION: dataset_version}).version
+        uri = models.log_model(Probe(), PROBE_SERVING)
+    version = mlflow.register_model(uri, name, tags={lineage.TAG_DATASET_VERSION: dataset_version}).version
     MlflowClient().set_registered_model_alias(name, models.CHAMPION, version)
     return str(version)
 
@@ -206,21 +207,22 @@ def one_torch_thread():
 def versions(tmp_path_factory: pytest.TempPathFactory, one_torch_thread) -> dict:
     """A TINY demo project with two dataset versions: v1 (the champion's), then v2 = v1 less four training
     clips, which is what data/ holds. The champion is the probe model, registered on v1."""
-    from mirops import steps
     from mirops.config import Settings
     from mirops.data.manifest import MANIFEST, read_manifest
+    from mirops.pipeline.ingest import demo
+    from mirops.pipeline.version import version
     from mirops.registry import tracking
     from tests.conftest import make_project
 
     settings = Settings.load(make_project(tmp_path_factory.mktemp("monitor") / "p"))
-    steps.demo(settings)
-    v1 = steps.version(settings, "all clips", check=False)
+    demo(settings)
+    v1 = version(settings, "all clips", check=False)
     manifest, _ = read_manifest(settings.data_dir)
     dropped = manifest[manifest["split"] == "train"].head(4)
     for rel in dropped["path"]:
         (settings.data_dir / rel).unlink()
     manifest.drop(index=dropped.index).to_parquet(settings.data_dir / MANIFEST, index=False)
-    v2 = steps.version(settings, "four training clips fewer", check=False)
+    v2 = version(settings, "four training clips fewer", check=False)
     tracking.setup(settings)
     champion = _register_champion(settings, v1)
     n_train = int((manifest["split"] == "train").sum())
@@ -229,12 +231,12 @@ def versions(tmp_path_factory: pytest.TempPathFactory, one_torch_thread) -> dict
 
 
 def test_default_reference_is_the_champions_dataset_version_read_from_dvc_without_touching_data(versions):
-    from mirops import steps
     from mirops.data.version import read_version
+    from mirops.pipeline.monitor import monitor
     from mirops.registry import tracking
 
     settings, v1, v2 = versions["settings"], versions["v1"], versions["v2"]
-    result = steps.monitor(settings)  # production/ vs the champion's data: v1, which data/ no longer holds
+    result = monitor(settings)  # production/ vs the champion's data: v1, which data/ no longer holds
     assert result.dataset_version == v1 and result.reference_rows == versions["n_train"]
     assert (result.model_name, result.model_version) == (settings.registry.model_name, versions["champion"])
     assert read_version(settings.root).version == v2  # data/ was not checked out or changed
@@ -258,19 +260,19 @@ def test_default_reference_is_the_champions_dataset_version_read_from_dvc_withou
     assert run.data.params["monitor.drift_share"] == "0.5"
     verdict = json.loads((settings.artifacts_dir / "monitor" / "verdict.json").read_text())
     assert verdict["dataset_version"] == v1 and verdict["run_id"] == result.run_id
-    assert not list(Path(tempfile.gettempdir()).glob(f"mirops-reference-{v1[:8]}-*"))  # the view is gone
+    assert not list(Path(tempfile.gettempdir()).glob(f"mirops-version-{v1[:8]}-*"))  # the view is gone
 
 
 def test_reference_by_version_prefix_or_folder(versions, tmp_path):
-    from mirops import steps
+    from mirops.pipeline.monitor import monitor
     from mirops.registry import tracking
 
     settings, v2 = versions["settings"], versions["v2"]
-    current = steps.monitor(settings, reference=v2[:8])  # the current version: read from data/ itself
+    current = monitor(settings, reference=v2[:8])  # the current version: read from data/ itself
     assert current.dataset_version == v2 and current.reference_rows == versions["n_train"] - 4
 
     folder = _tone_batch(tmp_path / "tones")
-    given = steps.monitor(settings, current=settings.production_dir, reference=folder)
+    given = monitor(settings, current=settings.production_dir, reference=folder)
     assert given.dataset_version.startswith("folder-") and given.reference_rows == 12
     run = tracking.latest_run(settings, "monitor", given.dataset_version)
     assert run.data.tags["mirops.reference_kind"] == "folder"
@@ -278,18 +280,19 @@ def test_reference_by_version_prefix_or_folder(versions, tmp_path):
 
 
 def test_a_reference_that_cannot_be_found_is_named(versions, tmp_path):
-    from mirops import steps
-    from mirops.monitor.reference import open_reference, version_view
+    from mirops.data.dataset import version_view
+    from mirops.monitor.reference import open_reference
+    from mirops.pipeline.monitor import monitor
 
     settings = versions["settings"]
     with pytest.raises(LookupError, match="dataset version 'deadbeef' not found"):
-        steps.monitor(settings, reference="deadbeef")
+        monitor(settings, reference="deadbeef")
     # The champion's version gone from DVC's store: the scheduled monitor goes on against data/, and says so.
-    with open_reference(settings, None, "f" * 32, "models:/tiny-instruments/9") as ref:
+    with open_reference(settings.root, settings.data_dir, None, "f" * 32, "models:/tiny-instruments/9") as ref:
         assert ref.dataset_version == versions["v2"] and ref.folder == settings.data_dir
         assert "models:/tiny-instruments/9's dataset version ffff" in ref.chosen_by
     with pytest.raises(FileNotFoundError, match="no such folder"):
-        steps.monitor(settings, reference=str(tmp_path / "nowhere"))
+        monitor(settings, reference=str(tmp_path / "nowhere"))
 
     # A version whose audio is gone from the DVC cache and the remote (e.g. after `dvc gc`).
     copy = tmp_path / "copy"

@@ -32,16 +32,16 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from mirops.atomic import atomic_write
 
 EMBEDDING_NAME = "embedding"
 EMBEDDING_METRIC_TYPE = "evidently:metric_v2:MiropsEmbeddingClassifierDrift"  # panels match evidently:metric_v2:*
@@ -52,8 +52,10 @@ DRIFTED_COLUMNS_TYPE = "evidently:metric_v2:DriftedColumnsCount"
 VALUE_DRIFT_TYPE = "evidently:metric_v2:ValueDrift"
 
 
-@dataclass
-class DriftResult:
+@dataclass(frozen=True)
+class DriftMeasurement:
+    """What one Evidently report measured: per-column drift, the embedding domain classifier, the files."""
+
     drift_share: float  # share of drifted descriptor + prediction columns, in [0, 1]
     drifted_columns: list[str]
     n_columns: int
@@ -66,12 +68,18 @@ class DriftResult:
     snapshot_id: str | None  # run id in the Evidently workspace, if one was given
     reference_rows: int
     current_rows: int
-    run_id: str | None = None   # the MLflow run that records the verdict (set by `mirops.steps.monitor`)
-    severity: str = "none"      # none | drift | critical (`severity`)
     embedding_threshold: float | None = None  # the AUC above which the embeddings count as drifted
     reference_groups: int | None = None  # recordings (groups) behind the rows, when a group column was given
     current_groups: int | None = None
-    # What was compared (set by `mirops.steps.monitor`):
+
+
+@dataclass(frozen=True)
+class DriftVerdict(DriftMeasurement):
+    """The monitor's verdict: the measurement, how severe it is, and what was compared with what.
+
+    Built once, whole, by `verdict(...)`; `run_id` is the MLflow run that records it."""
+
+    severity: str = "none"              # none | drift | critical (`severity`)
     dataset_version: str | None = None  # the reference's dataset version (folder-<hash> for a folder of audio)
     reference: str | None = None        # the reference, in words
     current: str | None = None          # the batch's folder
@@ -80,6 +88,7 @@ class DriftResult:
     prediction_columns: list[str] = field(default_factory=list)  # pred_<class>: among the compared columns
     predicted_distribution: dict[str, dict[str, float]] = field(default_factory=dict)  # class -> means, shares
     thresholds: dict[str, float] = field(default_factory=dict)   # params.yaml `monitor` and the embedding AUC
+    run_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -87,7 +96,20 @@ class DriftResult:
         return out
 
 
-def severity(result: DriftResult, critical_share: float, critical_auc: float) -> str:
+def verdict(measurement: DriftMeasurement, *, critical_share: float, critical_auc: float, run_id: str | None,
+            **context: Any) -> DriftVerdict:
+    """The whole verdict of `measurement`: its severity (`severity`), the thresholds it was judged by and
+    `context` (the `DriftVerdict` fields that say what was compared)."""
+    thresholds = {"drift_share": measurement.threshold, "critical_drift_share": critical_share,
+                  "critical_auc": critical_auc}
+    if measurement.embedding_threshold is not None:
+        thresholds["embedding_auc"] = measurement.embedding_threshold
+    return DriftVerdict(**{f.name: getattr(measurement, f.name) for f in fields(DriftMeasurement)},
+                        severity=severity(measurement, critical_share, critical_auc), thresholds=thresholds,
+                        run_id=run_id, **context)
+
+
+def severity(result: DriftMeasurement, critical_share: float, critical_auc: float) -> str:
     """"none", "drift" (worth a retrain) or "critical" (so far off that no model trained on the reference
     should be promoted until the data catch up): a large share of drifted descriptors, or an embedding
     domain classifier that tells the batches apart almost perfectly."""
@@ -328,16 +350,6 @@ def report_dir(parent: Path) -> Path:
     return Path(parent) / name
 
 
-def _write_atomic(write: Callable[[str], None], path: Path) -> None:
-    """Write via `write(filename)` under a temporary name, then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _add_to_workspace(snapshot: Any, workspace_dir: Path, project: str) -> str:
     from mirops.monitor.workspace import get_or_create_project, open_workspace
 
@@ -358,7 +370,7 @@ def drift_report(
     project: str = "drift",
     tags: dict[str, str] | None = None,
     group_column: str | None = None,
-) -> DriftResult:
+) -> DriftMeasurement:
     """Compare `current` with `reference`; write out_dir/drift.html and drift.json; return the verdict.
 
     `columns` are compared one by one (descriptors, predictions); `embedding_columns`, if any, together
@@ -400,15 +412,15 @@ def drift_report(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path, json_path = out_dir / "drift.html", out_dir / "drift.json"
-    _write_atomic(snapshot.save_html, html_path)
-    _write_atomic(snapshot.save_json, json_path)
+    atomic_write(html_path, lambda tmp: snapshot.save_html(str(tmp)))
+    atomic_write(json_path, lambda tmp: snapshot.save_json(str(tmp)))
     snapshot_id = _add_to_workspace(snapshot, Path(workspace_dir), project) if workspace_dir else None
 
     summary = snapshot.dict()
     share, drifted = _column_drift(summary, columns)
     score = _embedding_score(summary)
     embedding_drift = None if score is None or auc_threshold is None else score > auc_threshold
-    return DriftResult(
+    return DriftMeasurement(
         drift_share=share,
         drifted_columns=drifted,
         n_columns=len(columns),

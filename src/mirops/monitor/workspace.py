@@ -4,7 +4,7 @@ runs, and set their dashboards.
 A folder of JSON files, no server; `evidently ui --workspace DIR` serves it offline (`mirops ui` starts it) and
 picks up new runs as they are written. Evidently is imported inside the functions so importing mirops stays fast.
 
-Dashboards are defined in code (`mirops.monitor.dashboards`) and written with `set_dashboard`, which gives every
+Dashboards are defined in code (`mirops.monitor.projects`) and written with `set_dashboard`, which gives every
 panel an id derived from its project and title and writes the dashboard only when it differs from the stored one:
 a running UI sees the same panels, a changed definition replaces them.
 """

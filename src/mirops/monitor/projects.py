@@ -1,7 +1,7 @@
 """The three projects of the Evidently workspace and their dashboards: data quality, drift, models.
 
 - **data quality**: one run per dataset version (recorded again, it replaces its run), an Evidently Report over
-  a table with one row per clip (`mirops.dashboards.clip_quality_table`): usable and quarantined clips, clips
+  a table with one row per clip (`mirops.pipeline.dashboards.clip_quality_table`): usable and quarantined clips, clips
   per split, the missing-label rate, each class's prevalence (positive rate among annotated labels) and
   positives, and medians of the audio descriptors.
 - **drift**: one run per monitored batch, written by `mirops.monitor.drift.drift_report`; the dashboard plots
@@ -216,7 +216,7 @@ def _dataset(table: pd.DataFrame, categorical: Sequence[str]) -> Any:
 
 def data_quality_snapshot(table: pd.DataFrame, classes: Sequence[str], dataset_version: str,
                           metadata: Mapping[str, str] | None = None, timestamp: dt.datetime | None = None) -> Any:
-    """The data-quality run of one dataset version, from its clip table (see `mirops.dashboards`)."""
+    """The data-quality run of one dataset version, from its clip table (see `mirops.pipeline.dashboards`)."""
     import warnings
 
     from evidently.metrics import CategoryCount, MeanValue, MedianValue, RowCount, SumValue

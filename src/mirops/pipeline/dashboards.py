@@ -1,9 +1,9 @@
 """Fill the Evidently workspace's dashboards from the pipeline (`dashboards/workspace`, served by `mirops ui`).
 
-- `record_audit` (called by `mirops.steps.audit`): the data-quality run of a dataset version, from its manifest,
-  the audit's per-clip descriptors and the quarantine;
-- `record_registry` (called by `register`, `promote` and `rollback` in `mirops.steps_registry`, and by
-  `mirops ui`): the models project, replayed from the registry itself: every registered version and every
+- `record_audit` (called by `mirops.pipeline.audit`): the data-quality run of a dataset version, from its
+  manifest, the audit's per-clip descriptors and the quarantine;
+- `record_registry` (called by `mirops.pipeline.register` and `promote`, and by `mirops ui`): the models
+  project, replayed from the registry itself (`mirops.registry.history`): every registered version and every
   decision run of the promotion gate becomes one run at the time it happened, added once; the text panel names
   today's champion. Events from before these dashboards existed are filled in the same way.
 
@@ -13,22 +13,33 @@ The drift project is filled by `mirops monitor` (`mirops.monitor.drift`). Eviden
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
-from rich.console import Console
 from rich.markup import escape
 
 from mirops.config import Settings
-from mirops.data.manifest import LabelSpec, label_column
+from mirops.data.manifest import LABELLED_SPLITS, LabelSpec, label_column
+from mirops.monitor.projects import (
+    MISSING_COLUMN,
+    POSITIVE_PREFIX,
+    QUARANTINED,
+    TEST_METRICS,
+    USABLE,
+    Champion,
+    ModelEvent,
+    ensure_drift_dashboard,
+    record_data_quality,
+    record_model_events,
+)
+from mirops.monitor.workspace import find_project, open_workspace
+from mirops.progress import warn
+from mirops.registry import models, tracking
+from mirops.registry.history import is_registered, model_events
 
-console = Console(stderr=True)
-LABELLED_SPLITS = ("train", "valid", "test")
-DECISION_STEP = "promote"  # mirops.registry.promotion.STEP: the step tag of decision runs
 T = TypeVar("T")
 
 
@@ -40,8 +51,7 @@ def _warn_on_failure(what: str, fn: Callable[[], T]) -> T | None:
     try:
         return fn()
     except Exception as exc:  # noqa: BLE001 - a dashboard is a view: the step it watches must not fail
-        console.print(f"[yellow]warning[/]: the {what} dashboard was not updated ({escape(type(exc).__name__)}: "
-                      f"{escape(str(exc))})")
+        warn(f"the {what} dashboard was not updated ({escape(type(exc).__name__)}: {escape(str(exc))})")
         return None
 
 
@@ -52,8 +62,6 @@ def clip_quality_table(manifest: pd.DataFrame, spec: LabelSpec, audio: pd.DataFr
     """One row per clip, what the data-quality dashboard summarises: `usable` and `quarantined` (0/1), `split`,
     `labels_missing` (share of the classes not annotated, labelled splits only), `pos:<class>` (1 positive,
     0 negative, NaN not annotated) and the audit's audio descriptors (usable clips)."""
-    from mirops.monitor.dashboards import MISSING_COLUMN, POSITIVE_PREFIX, QUARANTINED, USABLE
-
     n = len(manifest)
     labels = pd.DataFrame({c: pd.to_numeric(manifest[label_column(c)], errors="coerce") if label_column(c) in manifest
                            else np.nan for c in spec.classes}, index=manifest.index).astype(float)
@@ -80,7 +88,6 @@ def record_audit(settings: Settings, dataset_version: str, manifest: pd.DataFram
                  audio: pd.DataFrame | None, quarantined: pd.DataFrame | None, success: bool,
                  audit_run_id: str | None = None) -> str | None:
     """The data-quality run of `dataset_version` (replacing an earlier one); its run id, or None with a warning."""
-    from mirops.monitor.dashboards import record_data_quality
 
     def record() -> str:
         table = clip_quality_table(manifest, spec, audio, quarantined)
@@ -94,17 +101,6 @@ def record_audit(settings: Settings, dataset_version: str, manifest: pd.DataFram
 
 # ---------------------------------------------------------------- models
 
-def _time(ms: int | None) -> dt.datetime:
-    # Naive local time, as Evidently stamps runs (datetime.now()): the UI sorts all runs of a project together.
-    return dt.datetime.fromtimestamp((ms or 0) / 1000)
-
-
-def _test_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    from mirops.monitor.dashboards import TEST_METRICS
-
-    return {k: float(v) for k, v in metrics.items() if k in TEST_METRICS}
-
-
 def _version_number(version: str | None) -> float:
     try:
         return float(version) if version not in (None, "", "None") else 0.0
@@ -112,62 +108,30 @@ def _version_number(version: str | None) -> float:
         return 0.0
 
 
-def model_history(name: str) -> tuple[list[Any], Any]:
-    """The registry events of model `name` (`mirops.monitor.dashboards.ModelEvent`, oldest first) and its champion
-    now. MLflow must already point at the project's store (`mirops.registry.tracking.setup`)."""
-    import mlflow
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+def _present(version: str | None) -> str | None:
+    return version if version not in (None, "", "None") else None
 
-    from mirops.monitor.dashboards import Champion, ModelEvent
-    from mirops.registry.models import CHAMPION, alias_version
 
-    client = MlflowClient()
-    versions = client.search_model_versions(f"name = '{name}'")
-    metrics: dict[str, dict[str, float]] = {}
-    for mv in versions:
-        try:
-            metrics[str(mv.version)] = _test_metrics(client.get_run(mv.run_id).data.metrics)
-        except MlflowException:  # its run was deleted: the version stays on the dashboard, without metrics
-            metrics[str(mv.version)] = {}
-    decisions = mlflow.search_runs(
-        search_all_experiments=True, output_format="list",
-        filter_string=f"tags.`mirops.step` = '{DECISION_STEP}' and tags.`mirops.model_name` = '{name}'")
-    raw: list[tuple[dt.datetime, str, str, dict[str, Any]]] = []
-    for mv in versions:
-        version = str(mv.version)
-        raw.append((_time(mv.creation_timestamp), "register", version, {
-            "key": f"{name}:register:{version}", "values": {"version": _version_number(version), **metrics[version]},
-            "metadata": {"dataset_version": mv.tags.get("mirops.dataset_version", "unknown"),
-                         "training_run_id": mv.run_id or "none"}}))
-    for run in decisions:
-        tags = run.data.tags
-        note = tags.get("mlflow.note.content", "").splitlines()
-        gate = run.data.metrics
-        kind, version = tags.get("mirops.action", "decision"), tags.get("mirops.version", "?")
-        raw.append((_time(run.info.start_time), kind, version, {
-            "key": f"{name}:decision:{run.info.run_id}",
-            "values": {"version": _version_number(version),
-                       **{k: gate[m] for k, m in (("gain", "gain"), ("gain_low", "low"), ("gain_high", "high"))
-                          if m in gate}},
-            "before": tags.get("mirops.champion_before"), "after": tags.get("mirops.champion_after"),
-            "metadata": {"decision_run_id": run.info.run_id, "reason": (note[0] if note else "")[:300],
-                         "dataset_version": tags.get("mirops.dataset_version", "unknown")}}))
-
+def model_history(name: str) -> tuple[list[ModelEvent], Champion]:
+    """The registry events of model `name` as dashboard events (oldest first), each knowing the champion of its
+    moment, and its champion now. MLflow must already point at the project's store."""
+    raw, metrics = model_events(name)
+    metrics = {v: {k: m for k, m in ms.items() if k in TEST_METRICS} for v, ms in metrics.items()}
     events, champion, moved_at = [], None, {}
-    for when, kind, version, facts in sorted(raw, key=lambda item: (item[0], item[1] != "register")):
-        values = dict(facts["values"])
-        if kind != "register":
-            after = facts["after"] if facts["after"] not in (None, "", "None") else None
-            values["promoted"] = float(after != (facts["before"] if facts["before"] not in ("", "None") else None))
-            if kind in ("promote", "rollback") and after is not None:
+    for event in sorted(raw, key=lambda e: (e.when, e.kind != "register")):
+        values = {"version": _version_number(event.version)}
+        values.update(metrics.get(event.version, {}) if event.kind == "register" else event.gate)
+        if event.kind != "register":
+            after = _present(event.after)
+            values["promoted"] = float(after != _present(event.before))
+            if event.kind in ("promote", "rollback") and after is not None:
                 champion = after
-                moved_at[champion] = (when, facts["metadata"]["reason"])
+                moved_at[champion] = (event.when, event.metadata.get("reason", ""))
         values["champion_version"] = _version_number(champion)
-        values["is_champion"] = float(champion is not None and champion == version)
+        values["is_champion"] = float(champion is not None and champion == event.version)
         values.update({f"champion_{k}": v for k, v in metrics.get(champion or "", {}).items()})
-        events.append(ModelEvent(name, kind, version, when, facts["key"], values, facts["metadata"]))
-    now = alias_version(name, CHAMPION)
+        events.append(ModelEvent(name, event.kind, event.version, event.when, event.key, values, event.metadata))
+    now = models.alias_version(name, models.CHAMPION)
     since, reason = moved_at.get(now or "", (None, ""))
     return events, Champion(name, now, metrics.get(now or "", {}), since, reason, _newest(events, metrics))
 
@@ -192,20 +156,11 @@ def record_registry(settings: Settings, names: Iterable[str] = ()) -> list[str] 
     """Bring the models project up to date with the registry: the project's registered models (reprogram and
     EAsT) and `names`; returns the ids of the runs added, or None with a warning."""
     def record() -> list[str]:
-        from mlflow import MlflowClient
-        from mlflow.exceptions import MlflowException
-
-        from mirops.monitor.dashboards import record_model_events
-        from mirops.registry import tracking
-
         # Only point MLflow at the store: `setup` would create the experiment, and `mirops ui` only reads.
-        tracking._set_tracking_uri(settings.tracking_uri)
-        client = MlflowClient()
+        tracking.point_at_store(settings)
         events, champions = [], []
         for name in dict.fromkeys([settings.registry.model_name, settings.east.model_name, *names]):
-            try:
-                client.get_registered_model(name)
-            except MlflowException:  # not registered yet (e.g. no EAsT model): no panels for it
+            if not is_registered(name):  # not registered yet (e.g. no EAsT model): no panels for it
                 continue
             history, champion = model_history(name)
             events += history
@@ -218,9 +173,6 @@ def record_registry(settings: Settings, names: Iterable[str] = ()) -> list[str] 
 def refresh(settings: Settings) -> dict[str, Any]:
     """What `mirops ui` does before serving: the models project from the registry (when the project has a
     store) and the drift dashboard's panels. Returns what it did."""
-    from mirops.monitor.dashboards import ensure_drift_dashboard
-    from mirops.monitor.workspace import open_workspace
-
     done: dict[str, Any] = {}
     has_store = not settings.tracking_uri.startswith("sqlite:///") or (settings.root / "mlruns.db").exists()
     if has_store:
@@ -232,8 +184,6 @@ def refresh(settings: Settings) -> dict[str, Any]:
 
 def project_links(settings: Settings, base_url: str, names: Iterable[str]) -> dict[str, str]:
     """Project name -> its dashboard's address in the Evidently UI at `base_url`, for the projects that exist."""
-    from mirops.monitor.workspace import find_project, open_workspace
-
     def links() -> dict[str, str]:
         ws = open_workspace(workspace_dir(settings))
         found = {name: find_project(ws, name) for name in names}
