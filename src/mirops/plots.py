@@ -124,7 +124,7 @@ def audit_plots(tables: dict) -> dict[str, object]:
     if len(audio) and names:
         fig, axes = plt.subplots(1, len(names), figsize=(3 * len(names), 2.8))
         for ax, name in zip(axes, names, strict=True):
-            for split in ("train", "valid", "test"):
+            for split in audio["split"].dropna().unique():  # in the table's order: the manifest's splits
                 values = audio.loc[audio["split"] == split, name].dropna()
                 if len(values):
                     ax.hist(values, bins=20, alpha=0.5, density=True, label=split)

@@ -25,6 +25,7 @@ from typing import Any
 
 import pandas as pd
 
+from mirops.data.manifest import SPLITS
 from mirops.monitor.workspace import add_run, get_or_create_project, open_workspace, run_metadata, set_dashboard
 
 DATA_QUALITY, DRIFT, MODELS = "data quality", "drift", "models"
@@ -33,7 +34,6 @@ DESCRIPTIONS = {
     DRIFT: "Drift of new audio against the training reference",  # as mirops.monitor.drift creates it
     MODELS: "Per registry event: test metrics of each registered version, promotions and the champion",
 }
-SPLITS = ("train", "valid", "test", "unlabeled")
 USABLE, QUARANTINED = "usable", "quarantined"  # 0/1 columns of the clip table
 POSITIVE_PREFIX = "pos:"
 MISSING_COLUMN = "labels_missing"
