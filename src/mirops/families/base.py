@@ -21,8 +21,8 @@ from pydantic import BaseModel
 from mirops.config import Settings
 from mirops.data.dataset import DatasetVersion
 from mirops.models.serving import ServingSpec
+from mirops.train.loop import FitResult
 from mirops.train.metrics import evaluate_probs
-from mirops.train.reprogram import FitResult
 
 OnEpoch = Callable[[dict[str, float]], None]
 

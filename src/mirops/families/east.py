@@ -39,7 +39,7 @@ from mirops.train.east import (
     inference_ms_per_clip,
     predict_student,
 )
-from mirops.train.reprogram import resolve_device
+from mirops.train.loop import resolve_device
 
 GRID_MODES = ("student", "probe", "kd", "east", "kd+east")  # the paper's comparison, per teacher
 EAST_COLUMNS = ["variant", "teacher", "mode", "params", "best_epoch", "valid_mAP", "test_mAP", "test_ROC_AUC",

@@ -27,7 +27,8 @@ from mirops.models.serving import ServingSpec
 from mirops.plots import grid_per_class
 from mirops.progress import console
 from mirops.train import grid as grids
-from mirops.train.reprogram import SpecSet, fit, predict_probs, resolve_device
+from mirops.train.loop import resolve_device
+from mirops.train.reprogram import SpecSet, fit, predict_probs
 
 
 def training_frontend(settings: Settings):

@@ -26,8 +26,8 @@ from mirops.features.dataset_clips import DatasetClips
 from mirops.pipeline.version import open_dataset
 from mirops.progress import console
 from mirops.registry import models, tracking
+from mirops.train.loop import batched_probs
 from mirops.train.metrics import evaluate_probs
-from mirops.train.reprogram import predict_probs
 
 
 @dataclass
@@ -74,7 +74,7 @@ def predict_test(settings: Settings, ds: DatasetVersion, model_uri: str) -> Clip
     clips = DatasetClips(ds.folder, ArrayCache(settings.cache_dir), settings.ingest.crop)
     frames, test, _ = clips.frames(ds.split(TEST), model.frontend, serving.clip_seconds, "test split")
     with torch.no_grad():
-        probs = predict_probs(model, torch.from_numpy(frames))
+        probs = batched_probs(model, torch.from_numpy(frames), len(serving.classes))
     return ClipPredictions(list(test["clip_id"].astype(str)), ds.classes, np.asarray(probs, np.float64),
                            ds.labels(test).astype(np.float64))
 

@@ -26,7 +26,7 @@ from mirops.progress import console, progress
 from mirops.registry import models, tracking
 from mirops.train.checkpoint import Checkpoints
 from mirops.train.grid import summary_markdown
-from mirops.train.reprogram import resolve_device
+from mirops.train.loop import resolve_device
 
 
 def checkpoints_for(settings: Settings, fam: ModelFamily, name: str, dataset_version: str,
