@@ -47,7 +47,10 @@ def test_teacher_embeddings_are_precomputed_as_mapped_tasks_then_reused(demo_pro
         p.numel() for p in build_student("cp_resnet", CLASSES, rho=2, base_channels=16).parameters())
     with torch.no_grad():
         logits = student(torch.zeros(2, student.sample_rate * 3))
-    assert logits.shape == (2, CLASSES) and student.classes == Settings.load(demo_project).demo.classes
+    assert logits.shape == (2, CLASSES)
+    serving = models.serving_spec(models.model_uri_of_run(run_id))  # how it is fed, stored with the model
+    assert list(serving.classes) == Settings.load(demo_project).demo.classes
+    assert (serving.sample_rate, serving.clip_seconds) == (student.sample_rate, 3.0)
 
 
 @needs_soundfonts

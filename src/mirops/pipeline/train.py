@@ -9,6 +9,7 @@ of the same settings and data from its last epoch checkpoint, in the same MLflow
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -58,6 +59,12 @@ def fit_logged(run, fit: Callable[[Callable], Trained], epochs: int, checkpoints
             run.log_figure(plots.training_curves(result.history), "plots/training_curves.png")
         run.log_json(result.history, lineage.HISTORY_FILE)
     return trained
+
+
+def metric_safe(name: str) -> str:
+    """A variant name as part of an MLflow metric key, which allows only letters, digits, _ - . / and spaces
+    ("kd+east-yamnet" -> "kd_plus_east-yamnet")."""
+    return re.sub(r"[^\w\-./ ]", "_", name.replace("+", "_plus_"))
 
 
 def run_file(settings: Settings, fam: ModelFamily):
@@ -166,8 +173,9 @@ def train_grid(settings: Settings, family_name: str = "reprogram", grid: str = "
         markdown = summary_markdown(table)
         parent.log_text(markdown, f"{stem}.md")
         parent.log_text(table.to_csv(index=False), f"{stem}.csv")
-        for row in rows:
-            parent.log_metrics({f"{row['variant']}.{k}": row[k] for k in ("test_mAP", "test_F1_openmic", "test_ROC_AUC")
+        for row in rows:  # per variant on the parent too, to compare them in the MLflow UI
+            prefix = metric_safe(row["variant"])
+            parent.log_metrics({f"{prefix}.{k}": row[k] for k in ("test_mAP", "test_F1_openmic", "test_ROC_AUC")
                                 if k in row and np.isfinite(row[k])})
         for artifact_file, figure in figures.items():
             parent.log_figure(figure, artifact_file)
