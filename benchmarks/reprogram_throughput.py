@@ -8,7 +8,7 @@ masked BCE -> backward -> Adam on the transform and head only. Measured in the s
   data loader does (here synchronously, i.e. a loader with no workers), then SpecAugment, then the step.
   (The reference also wrapped the forward in fp16 autocast; the baseline here is plain fp32.)
 * `cached_fp32_bN` / `cached_bf16_bN` for each batch N: frames computed once before the clock starts (the
-  cached-fbank path of `mirops.steps`), SpecAugment on the device, bf16 through `torch.autocast`.
+  cached-fbank path of `mirops.pipeline.train`), SpecAugment on the device, bf16 through `torch.autocast`.
 * `compiled_bf16_bN` (`--compile`, default on CUDA): the largest batch in bf16 with `torch.compile`; the first
   call's seconds (compilation included) are reported apart from the steady state.
 * `yamnet_fp32_b8` (`--yamnet`, default on CPU): YAMNet + U-Net, fp32, batch 8, 10 s clips.
@@ -47,7 +47,7 @@ from mirops.features.fbank import SAMPLE_RATE
 from mirops.models.ast import ASTBackbone
 from mirops.models.backbone import Backbone, YamnetBackbone
 from mirops.models.reprogram import ReprogrammedClassifier
-from mirops.train.reprogram import SpecAugment, masked_bce
+from mirops.train.loop import SpecAugment, masked_bce
 
 CLASSES = [f"c{i}" for i in range(20)]
 CLIP_SECONDS = 10.0

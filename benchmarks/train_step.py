@@ -16,7 +16,7 @@ import torch
 
 from mirops.models.reprogram import ReprogrammedClassifier
 from mirops.models.yamnet import YAMNet
-from mirops.train.reprogram import masked_bce
+from mirops.train.loop import masked_bce
 
 
 def measure(transform: str, args: argparse.Namespace) -> dict[str, float]:

@@ -26,7 +26,7 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 def client_env(servers: LocalServers, root: Path, **extra: str | None) -> dict[str, str]:
     """The environment of a `mirops` process that uses the servers (and nothing else: its own PREFECT_HOME)."""
-    return child_env(servers.env | {"PREFECT_HOME": str(root / ".prefect"), "MIROPS_TRAIN__EPOCHS": "1",
+    return child_env(servers.env | {"PREFECT_HOME": str(root / ".prefect"), "MIROPS_REPROGRAM__EPOCHS": "1",
                                     "MLFLOW_REGISTRY_URI": None} | extra)
 
 

@@ -13,9 +13,7 @@ import soundfile as sf
 
 from mirops.config import DEMO_CLASSES, Settings
 from mirops.data import demo, oneshots
-from mirops.data.gm import DRUM_KITS, GM_INSTRUMENTS, PREVALENCE, UnknownInstrumentError, check_classes, gm_instrument
-from mirops.data.manifest import label_column, read_manifest
-from mirops.data.scores import (
+from mirops.data.compositions import (
     CRASH,
     GROOVES,
     KICK,
@@ -35,6 +33,15 @@ from mirops.data.scores import (
     part_for,
     tempo_tag,
 )
+from mirops.data.demo import render
+from mirops.data.demo.build import available_kits
+from mirops.data.demo.draws import PlanError, draw_sets, zipf_weights
+from mirops.data.demo.groups import allocate_groups, split_fractions
+from mirops.data.demo.instruments import plan_batches
+from mirops.data.demo.plans import Batch, truth_matrix
+from mirops.data.demo.tagging import plan_tagging
+from mirops.data.gm import DRUM_KITS, GM_INSTRUMENTS, PREVALENCE, UnknownInstrumentError, check_classes, gm_instrument
+from mirops.data.manifest import LABELLED_SPLITS, label_column, read_manifest
 from mirops.data.synth import SoundFontNotFoundError, find_soundfont
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,15 +97,15 @@ def instrument_sets(df: pd.DataFrame) -> list[set[str]]:
     return [set(s.split("|")) for s in df["instruments"]]
 
 
-def split_of(batch: demo.Batch) -> np.ndarray:
+def split_of(batch: Batch) -> np.ndarray:
     return np.array([p.session.split for p in batch.clips])
 
 
-def annotated_positives(batch: demo.Batch) -> pd.DataFrame:
+def annotated_positives(batch: Batch) -> pd.DataFrame:
     """Rows: classes; columns: splits; what the audit counts (annotated labels >= 0.5)."""
     splits = split_of(batch)
     return pd.DataFrame(
-        {s: np.nansum(batch.labels[splits == s] >= 0.5, axis=0) for s in demo.LABELLED_SPLITS}, index=batch.classes
+        {s: np.nansum(batch.labels[splits == s] >= 0.5, axis=0) for s in LABELLED_SPLITS}, index=batch.classes
     )
 
 
@@ -221,7 +228,7 @@ def test_failing_build_leaves_existing_data_untouched(tmp_path: Path, monkeypatc
     assert file_hashes(tmp_path) == before
 
     # A failure half-way through rendering: nothing is swapped in, nothing temporary stays behind.
-    real_render, calls = demo.render_clip, []
+    real_render, calls = render.render_clip, []
 
     def flaky(*args, **kwargs):
         calls.append(1)
@@ -229,7 +236,7 @@ def test_failing_build_leaves_existing_data_untouched(tmp_path: Path, monkeypatc
             raise RuntimeError("disk full")
         return real_render(*args, **kwargs)
 
-    monkeypatch.setattr(demo, "render_clip", flaky)
+    monkeypatch.setattr(render, "render_clip", flaky)
     with pytest.raises(RuntimeError, match="disk full"):
         demo.build_demo(tiny_settings(tmp_path, demo__soundfonts=["TimGM6mb.sf2"]), overwrite=True)
     assert file_hashes(tmp_path) == before
@@ -261,25 +268,25 @@ def test_other_gm_classes_render_with_drums_and_cymbals_kept_apart(tmp_path: Pat
 
 def test_all_18_gm_classes_have_positives_in_every_split_under_a_long_tail() -> None:
     settings = repo_settings()
-    labelled, _ = demo.plan_batches(settings, drum_kits=["kit"])
+    labelled, _ = plan_batches(settings, drum_kits=["kit"])
     assert labelled.classes == DEMO_CLASSES and len(DEMO_CLASSES) == 18
     assert set(DEMO_CLASSES) == set(GM_INSTRUMENTS) == set(PREVALENCE)
 
     positives = annotated_positives(labelled)
     assert (positives >= settings.audit.min_positives_per_class).all().all(), positives
-    clips = pd.Series(demo.truth_matrix(labelled.clips, labelled.classes).sum(axis=0), index=labelled.classes)
+    clips = pd.Series(truth_matrix(labelled.clips, labelled.classes).sum(axis=0), index=labelled.classes)
     # Long-tailed like OpenMIC: the common classes in many clips, the rare in few.
     assert clips.max() >= 4 * clips.min(), clips.sort_values()
     assert set(clips.nlargest(3).index) <= set(PREVALENCE[:5]), clips.sort_values()
     assert set(clips.nsmallest(3).index) <= set(PREVALENCE[-7:]), clips.sort_values()
     # The tail comes from the Zipf exponent: without it the classes are near balanced.
-    flat, _ = demo.plan_batches(repo_settings(demo__zipf_exponent=0.0))
-    flat_clips = demo.truth_matrix(flat.clips, flat.classes).sum(axis=0)
+    flat, _ = plan_batches(repo_settings(demo__zipf_exponent=0.0))
+    flat_clips = truth_matrix(flat.clips, flat.classes).sum(axis=0)
     assert flat_clips.max() < 2 * flat_clips.min()
 
 
 def test_the_default_plan_spreads_sessions_over_both_soundfonts_in_every_split() -> None:
-    labelled, production = demo.plan_batches(repo_settings(), drum_kits=["kit"])
+    labelled, production = plan_batches(repo_settings(), drum_kits=["kit"])
     frame = pd.DataFrame([(p.session.split, p.session.group, p.session.soundfont) for p in labelled.clips],
                          columns=["split", "group", "domain"])
     assert frame.groupby("split")["domain"].nunique().tolist() == [2, 2, 2]
@@ -289,7 +296,7 @@ def test_the_default_plan_spreads_sessions_over_both_soundfonts_in_every_split()
     # Some sessions play real drums; which ones does not depend on the kits installed.
     real = {p.session.group for p in labelled.clips if p.session.drum_kit}
     assert 0 < len(real) < frame["group"].nunique()
-    no_kits, _ = demo.plan_batches(repo_settings())
+    no_kits, _ = plan_batches(repo_settings())
     assert [p.instruments for p in no_kits.clips] == [p.instruments for p in labelled.clips]
     assert all(p.session.drum_kit is None for p in no_kits.clips)
 
@@ -297,7 +304,7 @@ def test_the_default_plan_spreads_sessions_over_both_soundfonts_in_every_split()
 @pytest.mark.parametrize("fraction", [0.0, 0.2, 0.4, 0.7])
 def test_missing_label_rate_is_honoured_without_starving_a_split(fraction: float) -> None:
     settings = repo_settings(demo__missing_fraction=fraction)
-    labelled, production = demo.plan_batches(settings)
+    labelled, production = plan_batches(settings)
     missing = np.isnan(labelled.labels)
     assert abs(missing.mean() - fraction) < 0.01, missing.mean()
     assert not missing.all(axis=1).any(), "every clip keeps an annotated class"
@@ -306,16 +313,16 @@ def test_missing_label_rate_is_honoured_without_starving_a_split(fraction: float
 
 
 def test_impossible_quotas_say_what_to_change() -> None:
-    with pytest.raises(demo.PlanError, match="demo.clips"):
-        demo.plan_batches(repo_settings(demo__clips=20, demo__groups=10))
+    with pytest.raises(PlanError, match="demo.clips"):
+        plan_batches(repo_settings(demo__clips=20, demo__groups=10))
 
 
 def test_draw_sets_keeps_quota_sizes_and_weights() -> None:
     rng = np.random.default_rng(0)
-    weights = np.tile(demo.zipf_weights(8, 1.5), (60, 1))
+    weights = np.tile(zipf_weights(8, 1.5), (60, 1))
     weights[:30, 7] = 0.0  # option 7 is open to half of the rows only
     sizes = rng.integers(1, 4, size=60)
-    chosen = demo.draw_sets(rng, weights, sizes, max_size=3, quota=4)
+    chosen = draw_sets(rng, weights, sizes, max_size=3, quota=4)
     assert (chosen.sum(axis=0) >= 4).all() and (chosen.sum(axis=1) <= 3).all()
     assert not chosen[:30, 7].any(), "an option went to a row closed to it"
     assert chosen[:, 0].sum() > 2 * chosen[:, 6].sum(), "the weights no longer shape the frequencies"
@@ -326,7 +333,7 @@ def test_draw_sets_keeps_quota_sizes_and_weights() -> None:
 
 def test_tagging_plan_tags_are_true_of_the_generated_tempo_style_and_instruments() -> None:
     settings = repo_settings()
-    batch = demo.plan_tagging(settings, drum_kits=["kit"])
+    batch = plan_tagging(settings, drum_kits=["kit"])
     params = settings.demo
     assert batch.classes == [*DEMO_CLASSES, *TEMPO_TAGS, *params.styles] and batch.clip_seconds == 30.0
     assert set(np.unique(batch.labels)) == {0.0, 1.0}, "hard labels, none missing (MagnaTagATune-style)"
@@ -345,7 +352,7 @@ def test_tagging_plan_tags_are_true_of_the_generated_tempo_style_and_instruments
         if plan.session.drum_kit:
             assert style.acoustic_drums
     splits = split_of(batch)
-    per_split = pd.DataFrame({s: batch.labels[splits == s].sum(axis=0) for s in demo.LABELLED_SPLITS},
+    per_split = pd.DataFrame({s: batch.labels[splits == s].sum(axis=0) for s in LABELLED_SPLITS},
                              index=batch.classes)
     assert (per_split >= settings.audit.min_positives_per_class).all().all(), per_split
     totals = per_split.sum(axis=1)
@@ -416,12 +423,12 @@ def test_without_drum_kits_the_demo_says_so_once_unless_they_are_required(
 ) -> None:
     monkeypatch.setenv(oneshots.DRUMKIT_ENV, str(tmp_path))
     params = repo_settings().demo
-    assert demo.available_kits(params) == {}
+    assert available_kits(params) == {}
     err = capsys.readouterr().err
     assert "apt-get install hydrogen-drumkits" in err and err.count("\n") == 1, err
     with pytest.raises(oneshots.DrumKitsNotFoundError, match="apt-get install hydrogen-drumkits"):
-        demo.available_kits(params.model_copy(update={"require_real_drums": True}))
-    assert demo.available_kits(params.model_copy(update={"real_drums": 0.0})) == {}
+        available_kits(params.model_copy(update={"require_real_drums": True}))
+    assert available_kits(params.model_copy(update={"real_drums": 0.0})) == {}
     assert capsys.readouterr().err == "", "no note when no real drums are asked for"
 
 
@@ -473,13 +480,13 @@ def test_parts_stay_in_the_clip_the_register_and_their_drum_keys() -> None:
 
 
 def test_groups_are_allocated_to_splits_by_fraction() -> None:
-    fractions = demo.split_fractions({"train": 0.6, "valid": 0.2, "test": 0.2})
-    assert demo.allocate_groups(30, fractions).count("train") == 18
-    assert sorted(demo.allocate_groups(4, fractions)) == ["test", "train", "train", "valid"]
+    fractions = split_fractions({"train": 0.6, "valid": 0.2, "test": 0.2})
+    assert allocate_groups(30, fractions).count("train") == 18
+    assert sorted(allocate_groups(4, fractions)) == ["test", "train", "train", "valid"]
     with pytest.raises(ValueError, match="each split needs a group"):
-        demo.allocate_groups(2, fractions)
+        allocate_groups(2, fractions)
     with pytest.raises(ValueError, match="unknown splits"):
-        demo.split_fractions({"train": 0.5, "holdout": 0.5})
+        split_fractions({"train": 0.5, "holdout": 0.5})
 
 
 @needs_soundfonts

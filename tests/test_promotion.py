@@ -27,8 +27,8 @@ from mirops.pipeline import promote as promote_stage
 from mirops.pipeline import register as register_stage
 from mirops.pipeline.evaluate import ClipPredictions
 from mirops.registry import lock, models, promotion, tracking
-from mirops.train.bootstrap import paired_bootstrap, weighted_average_precision, weighted_roc_auc
 from mirops.train.metrics import evaluate_probs
+from mirops.train.paired_bootstrap import paired_bootstrap, weighted_average_precision, weighted_roc_auc
 from tests.conftest import REPO, make_project
 
 NAME = "gate-test"

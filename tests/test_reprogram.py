@@ -7,7 +7,8 @@ import torch
 from mirops.config import ReprogramParams
 from mirops.models.reprogram import OutputMapping, ReprogrammedClassifier
 from mirops.models.transforms import UNetTransform
-from mirops.train.reprogram import SpecAugment, SpecSet, fit, masked_bce
+from mirops.train.loop import SpecAugment, masked_bce
+from mirops.train.reprogram import SpecSet, fit
 
 
 def n_params(module: torch.nn.Module) -> int:

@@ -21,7 +21,7 @@ DEMO_CLASSES = [  # the 18 OpenMIC-2018 classes General MIDI can play (it has no
 
 
 class DemoParams(BaseModel):
-    """The demo dataset (`mirops data demo`, src/mirops/data/demo.py)."""
+    """The demo dataset (`mirops data demo`, src/mirops/data/demo/)."""
 
     variant: str = Field("instruments", pattern="^(instruments|tagging)$")  # tagging: 30 s clips, MTAT-style tags
     clips: int = 200               # labelled clips of the instruments variant
@@ -47,7 +47,7 @@ class DemoParams(BaseModel):
     tagging_clips: int = 120
     tagging_groups: int = 24       # artists: one style, SoundFont and drum kit each
     tagging_clip_seconds: float = 30.0
-    styles: list[str] = Field(  # tagging presets (mirops.data.scores.STYLES), most common first
+    styles: list[str] = Field(  # tagging presets (mirops.data.compositions.STYLES), most common first
         default_factory=lambda: ["classical", "electronic", "rock", "jazz", "folk"])
 
     @field_validator("soundfonts", mode="before")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.spatial.distance import jensenshannon
 
 from mirops.data.manifest import SPLITS, LabelSpec, label_column
 
@@ -137,8 +138,6 @@ def _prevalence(manifest: pd.DataFrame, spec: LabelSpec, classes: list[str]) -> 
 
 def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
     """Jensen-Shannon divergence in bits between two label mixes (each normalised to sum 1)."""
-    from scipy.spatial.distance import jensenshannon
-
     p, q = p + 1e-12, q + 1e-12  # a class absent on one side is a real difference, not a NaN
     return float(jensenshannon(p / p.sum(), q / q.sum(), base=2) ** 2)
 

@@ -132,7 +132,7 @@ def to_mono(wave: np.ndarray) -> np.ndarray:
 def resample(wave: np.ndarray, orig: int, target: int) -> np.ndarray:
     if orig == target:
         return wave
-    import torch
+    import torch  # lazy: reading, checking and writing audio (ingest, the demo) never needs torch
     import torchaudio.functional as AF
 
     return AF.resample(torch.from_numpy(np.ascontiguousarray(wave)), orig, target).numpy()

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mirops.data.audio import resample
+
 _digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256: hash each file once per process
 _digests_lock = threading.Lock()
 
@@ -101,8 +103,6 @@ def decoded_audio(cache: ArrayCache, path: Path, sample_rate: int, load: Callabl
 
 def audio_filler(cache: ArrayCache, sample_rate: int) -> Callable:
     """An `on_wave(path, mono_wave, info)` for the audio check: keep what it decoded, resampled, for later runs."""
-    from mirops.data.audio import resample
-
     def keep(path: Path, wave: np.ndarray, info) -> None:
         key = audio_key(path, sample_rate)
         if cache.shape("audio", key) is None:

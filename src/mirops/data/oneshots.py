@@ -2,7 +2,7 @@
 
 A Hydrogen kit is a folder with a `drumkit.xml` that names each instrument ("Kick", "Hi-Hat Closed",
 "Crash Left" ...) and lists its samples as velocity layers. Instruments are sorted into kinds by
-name; a General-MIDI drum key (the notes of `scores.drum_part`, `cymbal_part` ...) is played by the
+name; a General-MIDI drum key (the notes of `compositions.drum_part`, `cymbal_part` ...) is played by the
 kit's instrument of the matching kind. Skins (kick, snare, toms) and cymbals (hats, crash, ride) are
 separate kinds, so a part built from skin keys sounds only skins and its `drums` label stays exact.
 """
@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
-from mirops.data.scores import (
+from mirops.data.compositions import (
     CHINA,
     CLOSED_HAT,
     CRASH,
@@ -219,8 +220,7 @@ class OneShotPlayer:
         return self._samples[path]
 
     def _load(self, path: Path) -> np.ndarray:
-        import soundfile as sf
-        import torch
+        import torch  # lazy, as in data.audio: planning the demo (and a demo without kits) needs no torch
         import torchaudio.functional as AF
 
         wave, rate = sf.read(str(path), dtype="float32", always_2d=True)

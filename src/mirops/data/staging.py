@@ -5,6 +5,7 @@ A failure at any point leaves the existing folder (and everything DVC tracks in 
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -51,8 +52,6 @@ def staged_dir(final: Path, overwrite: bool = False, hint: str = "--overwrite") 
 def mirror_into(source: Path, final: Path, link: str = "hardlink") -> None:
     """Replace `final` with a copy of the dataset folder `source` (hard links where the filesystem allows),
     atomically: a failure leaves `final` as it was."""
-    import os
-
     source = Path(source).resolve()
     if not (source / "manifest.parquet").exists():
         raise FileNotFoundError(f"{source}: no manifest.parquet; build the source with `mirops data import ... "

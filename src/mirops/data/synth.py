@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mirops.data.compositions import Note
 from mirops.data.gm import DRUM_BANK
-from mirops.data.scores import Note
 
 SOUNDFONT_DIRS = (Path("/usr/share/sounds/sf2"), Path("/usr/share/sounds/sf3"))
 SOUNDFONT_ENV = "MIROPS_SOUNDFONT_DIR"

@@ -8,6 +8,7 @@ DVC cache or remote; inside a git repository both files are committed with the v
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -123,6 +124,7 @@ class DirtyDataError(ValueError):
 
 def dataset_stats(data_dir: Path) -> dict:
     """Clip, class, split and quarantine counts of a dataset folder (zeros where it has no manifest)."""
+    # Lazy (as pandas below): both import pandas, which listing versions (`mirops data versions`) never needs.
     from mirops.data.manifest import ManifestError, read_manifest
     from mirops.data.quarantine import read_quarantine
 
@@ -268,8 +270,6 @@ def checkout_version(root: Path, prefix: str, force: bool = False, target: str =
 def read_version_manifest(root: Path, version: str, target: str = "data"):
     """The manifest and labels of another dataset version, read from the DVC cache or a local remote
     (nothing in data/ changes). Returns (manifest DataFrame, LabelSpec)."""
-    import io
-
     import pandas as pd
 
     from mirops.data.manifest import LABELS, MANIFEST, read_labels_json, validate

@@ -17,6 +17,8 @@ import torch
 
 from mirops.data.audio import AudioError, check_path, fit_length, load_audio
 from mirops.data.cache import ArrayCache, config_digest, decoded_audio, file_digest
+from mirops.features import fingerprint as fingerprinting
+from mirops.features.descriptors import DESCRIPTOR_COLUMNS, clip_descriptors
 
 
 @dataclass
@@ -103,7 +105,6 @@ def frontend_frames(loader: ClipLoader, paths: Sequence[str], frontend: torch.nn
 
 def descriptors(loader: ClipLoader, paths: Sequence[str], progress: Callable[[], None] | None = None) -> ClipResults:
     """Audio descriptors (DESCRIPTOR_COLUMNS order) of each clip, as float64 vectors."""
-    from mirops.features.descriptors import DESCRIPTOR_COLUMNS, clip_descriptors
 
     def compute(wave: np.ndarray) -> np.ndarray:
         values = clip_descriptors(wave, loader.sample_rate)
@@ -121,9 +122,8 @@ def embeddings(loader: ClipLoader, paths: Sequence[str], embed: Callable[[np.nda
 def fingerprints(loader: ClipLoader, paths: Sequence[str], progress: Callable[[], None] | None = None) -> ClipResults:
     """Audio fingerprints (uint32 [2, frames], see `features.fingerprint`) of each clip, for the near-duplicate
     search of the leakage audit; use the whole clip (`seconds=None`), a crop hides what lies outside it."""
-    from mirops.features.fingerprint import config, fingerprint
 
     def compute(wave: np.ndarray) -> np.ndarray:
-        return fingerprint(wave, loader.sample_rate)
+        return fingerprinting.fingerprint(wave, loader.sample_rate)
 
-    return per_clip(loader, paths, "fingerprints", {"v": 1, **config()}, compute, progress)
+    return per_clip(loader, paths, "fingerprints", {"v": 1, **fingerprinting.config()}, compute, progress)

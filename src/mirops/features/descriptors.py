@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 import torchaudio
+from rich.console import Console
+from rich.progress import Progress
 from torch import Tensor
 
 DESCRIPTOR_COLUMNS: list[str] = [
@@ -177,9 +179,6 @@ T = TypeVar("T")
 
 def _with_progress(items: Iterable[T], description: str) -> Iterator[T]:
     """Yield items; a rich bar on stderr appears once more than PROGRESS_AFTER have gone by."""
-    from rich.console import Console
-    from rich.progress import Progress
-
     total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
     if total is not None and total <= PROGRESS_AFTER:
         yield from items

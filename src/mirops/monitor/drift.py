@@ -72,6 +72,11 @@ class DriftMeasurement:
     reference_groups: int | None = None  # recordings (groups) behind the rows, when a group column was given
     current_groups: int | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["html_path"], out["json_path"] = str(self.html_path), str(self.json_path)
+        return out
+
 
 @dataclass(frozen=True)
 class DriftVerdict(DriftMeasurement):
@@ -89,11 +94,6 @@ class DriftVerdict(DriftMeasurement):
     predicted_distribution: dict[str, dict[str, float]] = field(default_factory=dict)  # class -> means, shares
     thresholds: dict[str, float] = field(default_factory=dict)   # params.yaml `monitor` and the embedding AUC
     run_id: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["html_path"], out["json_path"] = str(self.html_path), str(self.json_path)
-        return out
 
 
 def verdict(measurement: DriftMeasurement, *, critical_share: float, critical_auc: float, run_id: str | None,

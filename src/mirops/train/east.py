@@ -12,10 +12,11 @@ module, and kept in an `EastSet`. The recipe is the reference's (docs/methods.md
 decay 1e-4, batch 16, gradient-norm clipping at 1, ReduceLROnPlateau (factor 0.2) on the valid total loss,
 and for instruments (OpenMIC) SpecAugment plus mixup of frames, labels and teacher embeddings. Model
 selection and early stopping use the valid split's mAP (never test). bf16 autocast on CUDA, checkpoints
-and resume as in `mirops.train.reprogram.fit`, whose helpers this loop shares.
+and resume: the epoch bookkeeping, device, precision and augmentation are those reprogramming uses too
+(`mirops.train.loop`).
 
-`fit_probe` is the "teacher + logistic regression" baseline; its logits on the train split are the KD
-targets, as the reference's linear probe teacher gives them.
+`fit_probe` (`mirops.train.linear_probe`) is the "teacher + logistic regression" baseline; its logits on the
+train split are the KD targets, as the reference's linear probe teacher gives them.
 """
 
 from __future__ import annotations
@@ -32,19 +33,18 @@ from mirops.config import EastParams
 from mirops.models.students import NORM_MEAN, NORM_STD
 from mirops.train.checkpoint import Checkpoints
 from mirops.train.east_losses import REG_LOSS_WEIGHTS, east_loss_parts
-from mirops.train.metrics import evaluate_probs
-from mirops.train.reprogram import (
+from mirops.train.linear_probe import LinearProbe as LinearProbe  # re-exported: EAsT's baseline, beside fit_student
+from mirops.train.linear_probe import fit_probe as fit_probe
+from mirops.train.loop import (
     FitResult,
     SpecAugment,
-    _device,
-    _Progress,
-    _restore,
-    _snapshot,
-    _trainable_state,
     autocast,
+    batched_probs,
     masked_bce,
-    predict_probs,
+    model_device,
+    run_epochs,
 )
+from mirops.train.metrics import evaluate_probs
 
 MODES = ("student", "kd", "east", "kd+east")
 TEACHER_MODES = ("kd", "east", "kd+east")  # the modes that train against a teacher
@@ -245,7 +245,7 @@ def evaluate_student(student: nn.Module, data: EastSet, mode: str, teacher: str 
     `dcor` is the mean student-teacher distance correlation across those batches (1 - the EAsT term).
     """
     student.eval()
-    device = _device(student)
+    device = model_device(student)
     hop = data.teachers[teacher].hop_s if teacher else None
     sums: dict[str, float] = {}
     probs = []
@@ -295,7 +295,7 @@ class _Epoch:
                  optimiser: torch.optim.Optimizer, rng: np.random.Generator) -> None:
         self.student, self.train, self.mode, self.teacher = student, train, mode, teacher
         self.lam, self.params, self.optimiser, self.rng = lam, params, optimiser, rng
-        self.device = _device(student)
+        self.device = model_device(student)
         self.hop = train.teachers[teacher].hop_s if teacher else None
         # The reference masks the log-mel with 0 before normalising it (docs/methods.md §3.8): (0 - mean) / std here.
         fill = (0.0 - NORM_MEAN) / NORM_STD
@@ -362,29 +362,15 @@ def fit_student(
         optimiser, mode="min", factor=params.lr_factor, patience=int(resolved(params, "lr_patience")))
     patience = int(resolved(params, "patience"))
     epoch_pass = _Epoch(student, train, mode, teacher, lam, params, optimiser, rng)
-    state, first_epoch = _Progress(), 1
-    saved = checkpoints.latest() if (checkpoints and resume) else None
-    if saved is not None:
-        first_epoch = _restore(saved, student, optimiser, scheduler, rng, state)
-    for epoch in range(first_epoch, params.epochs + 1):
-        if patience and state.since_best >= patience:
-            state.result.stopped_early = True
-            break
-        started = time.perf_counter()
+
+    def one_epoch(epoch: int) -> tuple[dict[str, float], dict[str, float], float]:
         train_losses = epoch_pass.run()
         valid_metrics, valid_losses = evaluate_student(student, valid, mode, teacher, lam, params)
         scheduler.step(valid_losses["total"])  # the reference's monitor: val/loss/total
-        row = _history_row(epoch, train_losses, valid_losses, valid_metrics)
-        row |= {"lr": optimiser.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - started}
-        state.result.history.append(row)
-        _keep_if_best(state, student, epoch, valid_metrics, valid_losses["total"])
-        if checkpoints is not None:
-            checkpoints.save(epoch, _snapshot(student, optimiser, scheduler, rng, state))
-        if on_epoch:
-            on_epoch(row)
-    if state.best_state is not None:
-        student.load_state_dict(state.best_state, strict=False)
-    return state.result
+        return _history_row(epoch, train_losses, valid_losses, valid_metrics), valid_metrics, valid_losses["total"]
+
+    return run_epochs(student, optimiser, scheduler, rng, epochs=params.epochs, patience=patience,
+                      one_epoch=one_epoch, checkpoints=checkpoints, resume=resume, on_epoch=on_epoch)
 
 
 def _history_row(epoch: int, train: dict[str, float], valid: dict[str, float], metrics: dict[str, float]) -> dict:
@@ -395,17 +381,6 @@ def _history_row(epoch: int, train: dict[str, float], valid: dict[str, float], m
             **{f"valid_{key}": value for key, value in metrics.items()}}
 
 
-def _keep_if_best(state: _Progress, student: nn.Module, epoch: int, metrics: dict[str, float], loss: float) -> None:
-    """Model selection on valid mAP (on the loss only while no class has both label kinds)."""
-    score = metrics["mAP"] if not np.isnan(metrics["mAP"]) else -loss
-    if score > state.best_score:
-        state.best_score, state.since_best = score, 0
-        state.result.best_epoch, state.result.best_valid = epoch, metrics
-        state.best_state = _trainable_state(student)
-    else:
-        state.since_best += 1
-
-
 # --------------------------------------------------------------------------- inference
 
 
@@ -413,7 +388,7 @@ def predict_student(student: nn.Module, frames: Tensor, batch_size: int = 16, pr
     """Class probabilities [N, C] of a student on front-end frames [N, T, F] (eval mode, no gradients)."""
     if len(frames) == 0:
         return np.zeros((0, student.head.out_features), dtype=np.float32)
-    return predict_probs(student, frames, batch_size=batch_size, precision=precision)
+    return batched_probs(student, frames, student.head.out_features, batch_size=batch_size, precision=precision)
 
 
 @torch.inference_mode()
@@ -427,7 +402,7 @@ def inference_ms_per_clip(model: nn.Module, frames: Tensor, batch_size: int = 1,
     if len(frames) == 0:
         raise ValueError("no clips to time")
     model.eval()
-    device = _device(model)
+    device = model_device(model)
     batches = [frames[i : i + batch_size].to(device) for i in range(0, len(frames), batch_size)]
     with autocast(device, precision):
         for batch in batches[:warmup]:
@@ -440,65 +415,3 @@ def inference_ms_per_clip(model: nn.Module, frames: Tensor, batch_size: int = 1,
         if device.type == "cuda":
             torch.cuda.synchronize(device)
     return (time.perf_counter() - started) * 1000.0 / len(frames)
-
-
-# --------------------------------------------------------------------------- teacher + logistic regression
-
-
-@dataclass
-class LinearProbe:
-    """logits = mean_t(embedding) @ weight.T + bias: the reference's `PretrainedFeatureClassifier`
-    (docs/methods.md §3.4), fitted here by scikit-learn's logistic regression."""
-
-    weight: np.ndarray  # [C, D]
-    bias: np.ndarray    # [C]
-
-    def logits(self, embeddings: Tensor | np.ndarray) -> Tensor:
-        """[N, T, D] sequences (or [N, D] clip vectors) -> logits [N, C], float32 on the CPU."""
-        pooled = _time_mean(embeddings)
-        return torch.from_numpy((pooled @ self.weight.T + self.bias).astype(np.float32))
-
-    def probs(self, embeddings: Tensor | np.ndarray) -> np.ndarray:
-        return torch.sigmoid(self.logits(embeddings)).numpy()
-
-
-def _time_mean(embeddings: Tensor | np.ndarray) -> np.ndarray:
-    array = embeddings.detach().cpu().numpy() if isinstance(embeddings, Tensor) else np.asarray(embeddings)
-    if array.ndim == 3:
-        array = array.mean(axis=1)
-    if array.ndim != 2:
-        raise ValueError(f"expected embeddings [N, T, D] or [N, D], got shape {array.shape}")
-    return array.astype(np.float64)
-
-
-def fit_probe(train_embeddings: Tensor | np.ndarray, train_labels: Tensor | np.ndarray, threshold: float = 0.5,
-              c: float = 1.0, max_iter: int = 2000) -> LinearProbe:
-    """The "teacher + logistic regression" baseline: one L2 logistic regression per class on the time-mean
-    embedding, fitted on that class's annotated clips (labels >= threshold are positive).
-
-    Features are standardised for the solver and the scaling folded back into the weights, so the probe
-    stays one linear map of the embedding. A class whose annotated clips are all of one kind (or that has
-    none) gets a constant: the logit of its smoothed positive rate (pos + 0.5) / (n + 1), 0 without labels.
-    """
-    from sklearn.linear_model import LogisticRegression  # scikit-learn only where a probe is fitted
-
-    x = _time_mean(train_embeddings)
-    labels = train_labels.numpy() if isinstance(train_labels, Tensor) else np.asarray(train_labels)
-    if len(x) != len(labels):
-        raise ValueError(f"{len(x)} embeddings but {len(labels)} label rows")
-    mean, scale = x.mean(axis=0), x.std(axis=0)
-    scale[scale == 0] = 1.0
-    z = (x - mean) / scale
-    weight = np.zeros((labels.shape[1], x.shape[1]))
-    bias = np.zeros(labels.shape[1])
-    for k in range(labels.shape[1]):
-        annotated = ~np.isnan(labels[:, k])
-        y = (labels[annotated, k] >= threshold).astype(int)
-        if 0 < y.sum() < len(y):
-            model = LogisticRegression(C=c, max_iter=max_iter).fit(z[annotated], y)
-            weight[k] = model.coef_[0] / scale
-            bias[k] = model.intercept_[0] - weight[k] @ mean
-        else:
-            rate = (y.sum() + 0.5) / (len(y) + 1.0)
-            bias[k] = np.log(rate / (1.0 - rate))
-    return LinearProbe(weight, bias)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mirops.train.reprogram import masked_bce
+from mirops.train.loop import masked_bce
 
 # lam (`reg_loss_weight`) of the reference's final configs, per dataset and teacher (docs/methods.md §3.7).
 REG_LOSS_WEIGHTS = {

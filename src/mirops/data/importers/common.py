@@ -18,6 +18,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mirops.config import IngestParams
 from mirops.data.cache import ArrayCache, audio_filler
@@ -254,9 +256,6 @@ def progress_bar(total: int, description: str, enabled: bool) -> Iterator[Callab
     if not enabled:
         yield None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=Console(stderr=True), transient=False) as bar:
         task = bar.add_task(description, total=total)

@@ -1,4 +1,4 @@
-"""Note generation for the demo: chords, melodies, bass lines and drum patterns over one chord progression.
+"""The demo's compositions as notes: chords, melodies, bass lines and drum patterns over one chord progression.
 
 Pure functions of a seeded numpy Generator and a `Song` (key, tempo, progression); they return note
 events in seconds. Every part plays from the first bar to the end, so an instrument in a clip's set
