@@ -128,8 +128,6 @@ class ReprogramParams(BaseModel):
     max_clips: int | None = None  # cap on training clips (tests, smoke runs)
 
 
-TrainParams = ReprogramParams  # transitional name, removed once train/ uses ReprogramParams
-
 
 class EastParams(BaseModel):
     """EAsT (`mirops train east`): a student CNN tied to frozen teacher embeddings (docs/methods.md §3).
