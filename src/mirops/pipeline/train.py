@@ -38,9 +38,22 @@ def checkpoints_for(settings: Settings, fam: ModelFamily, name: str, dataset_ver
     return Checkpoints(settings.artifacts_dir / lineage.ARTIFACT_TRAIN / "checkpoints" / f"{name}-{key}", key)
 
 
+def report_checkpointed_epochs(run, checkpoints: Checkpoints) -> None:
+    """Per-epoch metrics of the epochs a resumed run will skip, where MLflow lacks them: a process killed after an
+    epoch's checkpoint but before its metrics were logged would otherwise leave a hole in the curves."""
+    saved = checkpoints.latest()
+    if saved is None:
+        return
+    logged = run.metric_steps("valid_mAP")
+    for row in saved["history"]:
+        if int(row["epoch"]) not in logged:
+            run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+
+
 def fit_logged(run, fit: Callable[[Callable], Trained], epochs: int, checkpoints: Checkpoints, what: str) -> Trained:
     """Run `fit(on_epoch)` with progress and per-epoch metrics on `run`, then log the best epoch, the training
     curves and the history."""
+    report_checkpointed_epochs(run, checkpoints)
     with progress(f"training {what}", epochs) as advance:
         def on_epoch(row: dict[str, float]) -> None:
             run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))

@@ -117,6 +117,10 @@ class Run:
         mlflow.log_figure(fig, artifact_file)
         plt.close(fig)
 
+    def metric_steps(self, key: str) -> set[int]:
+        """The steps at which metric `key` is logged on this run (e.g. the epochs a resumed run reported)."""
+        return {m.step for m in MlflowClient().get_metric_history(self.id, key)}
+
     def log_frame(self, frame: Any, artifact_file: str) -> None:
         """A DataFrame as a Parquet artifact (`artifact_file`: its path on the run)."""
         directory, _, name = artifact_file.rpartition("/")

@@ -201,10 +201,10 @@ def run_epochs(
         row |= {"lr": optimiser.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - started}
         state.result.history.append(row)
         state.keep_if_best(model, epoch, metrics, loss)
-        if on_epoch:  # before the checkpoint: an epoch a resumed run skips has always been reported
-            on_epoch(row)
         if checkpoints is not None:
             checkpoints.save(epoch, _snapshot(model, optimiser, scheduler, order_rng, state))
+        if on_epoch:
+            on_epoch(row)
     if state.best_state is not None:
         model.load_state_dict(state.best_state, strict=False)
     return state.result
