@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from mirops.atomic import atomic_write
+
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3")
 # The container libsndfile must find behind each extension (opus lives in an Ogg container).
 CONTAINER_OF_SUFFIX = {".wav": {"WAV", "WAVEX", "RF64", "W64"}, ".flac": {"FLAC"}, ".ogg": {"OGG"},
@@ -164,7 +166,4 @@ def fit_length(wave: np.ndarray, n: int, crop: str = "centre") -> np.ndarray:
 
 def write_wav(path: Path, wave: np.ndarray, sample_rate: int) -> None:
     """16-bit PCM wav, written under a temporary name and renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    sf.write(str(tmp), wave, sample_rate, subtype="PCM_16", format="WAV")
-    tmp.replace(path)
+    atomic_write(Path(path), lambda tmp: sf.write(str(tmp), wave, sample_rate, subtype="PCM_16", format="WAV"))

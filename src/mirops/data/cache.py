@@ -13,12 +13,12 @@ import hashlib
 import json
 import os
 import threading
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from mirops.atomic import atomic_write
 from mirops.data.audio import resample
 
 _digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256: hash each file once per process
@@ -66,15 +66,8 @@ class ArrayCache:
         return value
 
     def put(self, namespace: str, key: str, value: np.ndarray) -> None:
-        path = self.path(namespace, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npy")
-        try:
-            np.save(tmp, np.ascontiguousarray(value), allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        array = np.ascontiguousarray(value)
+        atomic_write(self.path(namespace, key), lambda tmp: np.save(tmp, array, allow_pickle=False))
 
     def shape(self, namespace: str, key: str) -> tuple[int, ...] | None:
         """The stored array's shape without reading its data (None when absent)."""

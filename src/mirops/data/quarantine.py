@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mirops.atomic import atomic_write
 from mirops.data.audio import AudioError, ClipInfo, check_path, check_samples, decode, to_mono
 from mirops.data.manifest import read_manifest, write_manifest
 
@@ -126,14 +127,7 @@ def read_quarantine(data_dir: Path) -> pd.DataFrame:
 
 
 def write_quarantine(data_dir: Path, table: pd.DataFrame) -> None:
-    path = Path(data_dir) / QUARANTINE
-    tmp = path.with_name(f".{QUARANTINE}.{os.getpid()}.tmp")
-    try:
-        table.reset_index(drop=True).to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(Path(data_dir) / QUARANTINE, lambda tmp: table.reset_index(drop=True).to_parquet(tmp, index=False))
 
 
 def reason_counts(table: pd.DataFrame) -> dict[str, int]:

@@ -10,14 +10,14 @@ half-written checkpoint; `key` guards against resuming a run with other settings
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from mirops.atomic import atomic_write
 
 _EPOCH_FILE = re.compile(r"^epoch-(\d{3,})\.pt$")
 
@@ -46,7 +46,7 @@ class Checkpoints:
     def write_meta(self, **values: Any) -> None:
         meta = self.meta() | values | {"key": self.key}
         self.folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.meta_path, lambda fh: fh.write(json.dumps(meta, indent=2).encode()))
+        atomic_write(self.meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)), fsync=True)
 
     def epochs(self) -> list[int]:
         if not self.folder.is_dir():
@@ -59,7 +59,7 @@ class Checkpoints:
     def save(self, epoch: int, state: dict[str, Any]) -> Path:
         path = self.path(epoch)
         self.folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, lambda fh: torch.save({"key": self.key, "epoch": epoch, **state}, fh))
+        atomic_write(path, lambda tmp: torch.save({"key": self.key, "epoch": epoch, **state}, tmp), fsync=True)
         return path
 
     def clear(self) -> None:
@@ -91,15 +91,3 @@ class Checkpoints:
                 f"{path} was written by a run with other settings, model or data (key {state.get('key')}, "
                 f"this run {self.key}); start afresh without --resume or remove {self.folder}")
         return state
-
-
-def _atomic_write(path: Path, write) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as fh:
-        try:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        except BaseException:
-            Path(fh.name).unlink(missing_ok=True)
-            raise
-    os.replace(fh.name, path)
