@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from mirops.features.windows import windows
 from mlflow import MlflowClient
 
 from mirops.config import Settings
+from mirops.features.windows import windows
 from mirops.models.serving import ServingSpec
 from mirops.pipeline.predict import predict
 from mirops.registry import models, tracking
