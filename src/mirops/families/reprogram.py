@@ -126,9 +126,6 @@ class Reprogramming(ModelFamily):
         counts = model.count_parameters()
         return counts["trainable"], counts["total"]
 
-    def run_tags(self, settings: Settings) -> dict[str, str]:
-        return {}
-
     def serving(self, settings: Settings, prepared: Prepared, model) -> ServingSpec:
         return ServingSpec(int(model.frontend.config().get("sample_rate", SAMPLE_RATE)),
                            settings.reprogram.clip_seconds, settings.reprogram.threshold, tuple(prepared.classes))

@@ -100,9 +100,10 @@ def evaluate(settings: Settings, run_id: str | None = None, family_name: str = "
     trained_on = run.data.tags.get(lineage.TAG_DATASET_VERSION)
     if not trained_on:
         raise LookupError(f"run {run_id} has no {lineage.TAG_DATASET_VERSION} tag: not a `mirops train` run")
-    threshold = models.serving_spec(models.model_uri_of_run(run_id)).threshold
+    model_uri = models.model_uri_of_run(run_id)
+    threshold = models.serving_spec(model_uri).threshold
     with open_dataset(settings, trained_on) as ds:
-        predictions = predict_test(settings, ds, models.model_uri_of_run(run_id))
+        predictions = predict_test(settings, ds, model_uri)
     summary, per_class = score(predictions, threshold)
     metrics = {f"test_{k}": v for k, v in summary.items()}
     with tracking.resume(settings, run_id) as active:
