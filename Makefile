@@ -54,6 +54,9 @@ bench: setup
 ui: $(STAMP)
 	@$(BIN)/mirops ui $(UI_ARGS)
 
+# Generated working files only. Dataset versions survive it: the DVC cache (.dvc/cache), the remote (outside the
+# project by default; dvc-remote/ in older projects), data.dvc and data.versions.jsonl stay, so
+# `mirops data checkout V` (or `dvc checkout`) brings any version back. Their removal is never part of a target.
 clean:
 	rm -rf data production artifacts mlruns.db mlartifacts .prefect dashboards/workspace dashboards/reports dashboards/logs \
-	       dvc-remote data.dvc .dvc/cache .dvc/tmp
+	       .dvc/tmp dvc_plots

@@ -5,6 +5,9 @@
 - `mirops-monitor/daily`: the drift monitor (`schedule.monitor_cron`) on `schedule.current`.
 
 The names stay the same whatever the crons say, so scripts and the monitor can start them by name.
+The retraining deployment runs one flow run at a time (concurrency limit 1, ENQUEUE): a drift-triggered run
+that comes while the weekly one runs waits on the server (state AwaitingConcurrencySlot) instead of starting
+beside it; inside the flow the project's lock also keeps out retrainings started any other way.
 Serving needs a Prefect server (PREFECT_API_URL): its scheduler creates the runs, this process runs them.
 """
 
@@ -14,6 +17,7 @@ from typing import Any
 
 from prefect import serve
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.schedules import Cron
 from prefect.settings import PREFECT_API_URL
 
@@ -34,6 +38,7 @@ def build_deployments(settings: Settings, overrides: dict[str, Any] | None = Non
         parameters=common | {"family": plan.family, "grid": plan.grid, "source": plan.source},
         description="Retrain on the newest data: version, audit, train, evaluate, register, promote.",
         tags=["mirops", "retrain"],
+        concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
     )
     monitor_deployment = monitor.to_deployment(
         name=MONITOR_DEPLOYMENT.split("/")[1],

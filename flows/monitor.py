@@ -5,7 +5,9 @@ the retraining deployment started with the reason attached.
 (Evidently report, MLflow run). The links: the retraining flow run's `trigger` parameter names this MLflow
 monitor run and this Prefect flow run; the MLflow monitor run gets the retraining flow run's id
 (`mirops.triggered_flow_run`). Without a Prefect server or deployment to start, the monitor says why and
-still finishes with its verdict.
+still finishes with its verdict. The verdict is the run's drift artifact (key `<project>-drift`, as in the
+retraining) and its log line; while a retraining of the project runs, the started one waits for the project's
+lock (docs/operations.md, "Prefect").
 """
 
 from __future__ import annotations
@@ -21,15 +23,20 @@ from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_API_URL
 
+from mirops import flow_files
 from mirops.config import Settings
 from mirops.lineage import MONITOR_FLOW, RETRAIN_DEPLOYMENT, TAG_NOT_TRIGGERED, TAG_TRIGGERED
 from mirops.pipeline import monitor as monitor_stage
 from mirops.registry import tracking
 
+control = flow_files.load_path(Path(__file__).with_name("control.py"))
+
 
 @task(name="drift-check")
 def drift_check(settings: Settings, current: str | None):
-    return monitor_stage.monitor(settings, Path(current) if current else None)
+    verdict = monitor_stage.monitor(settings, Path(current) if current else None)
+    control.publish_drift(settings, verdict)
+    return verdict
 
 
 def drift_reason(verdict) -> str:
@@ -84,7 +91,7 @@ def tag_monitor_run(settings: Settings, run_id: str | None, tags: dict[str, str]
         logger.warning("could not tag MLflow monitor run %s with %s: %s", run_id, tags, exc)
 
 
-@flow(name=MONITOR_FLOW)
+@flow(name=MONITOR_FLOW, persist_result=True)
 def monitor(root: str = ".", overrides: dict[str, Any] | None = None, current: str | None = None) -> dict[str, Any]:
     """Drift of `current` (default `schedule.current`, else production/) against the training data of the
     project at `root`; a drifted verdict starts `mirops-retrain/weekly` when `schedule.retrain_on_drift`."""
@@ -93,7 +100,8 @@ def monitor(root: str = ".", overrides: dict[str, Any] | None = None, current: s
     current = current or settings.schedule.current
     if current and not Path(current).is_absolute():
         current = str(settings.root / current)
-    verdict = drift_check(settings, current)
+    with control.to_run_logger():
+        verdict = control.persisted(drift_check, settings)(settings, current)
     summary: dict[str, Any] = verdict.to_json() | {"retraining": None}
     if not verdict.drift_detected:
         logger.info("no drift (descriptor drift share %.2f); nothing to retrain", verdict.drift_share)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,10 @@ from mirops.offline import quiet_and_offline
 
 REPO = Path(__file__).resolve().parents[1]
 quiet_and_offline()
+# The default DVC remote is $XDG_DATA_HOME/mirops/dvc-remote/<project>-<hash> (mirops.data.version): tests, and the
+# CLI processes they start, push to a temporary one, never to the real user's data folder.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="mirops-test-data-home-")
+atexit.register(shutil.rmtree, os.environ["XDG_DATA_HOME"], True)
 
 # A dataset small enough for a test, big enough that every split has positives of every class.
 TINY = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +140,10 @@ def test_suite_without_severity_is_rejected(tmp_path: Path) -> None:
     (tmp_path / "leakage.json").write_text(json.dumps(payload))
     with pytest.raises(SuiteError, match="leakage.json.*severity"):
         load_suites(tmp_path)
+
+
+def test_two_suites_with_one_name_are_rejected(tmp_path: Path) -> None:
+    for name in ("leakage", "leakage_copy"):
+        shutil.copy(EXPECTATIONS / "leakage.json", tmp_path / f"{name}.json")  # both say "name": "leakage"
+    with pytest.raises(SuiteError, match="leakage_copy.json.*'leakage' is also the name of .*leakage.json"):
+        run_audit(make_manifest(), SPEC, AuditParams(), tmp_path, tmp_path / "out", dataset_version="test-v1")

@@ -64,7 +64,8 @@ def test_bad_input_gets_a_clear_error_and_exit_code(tmp_path):
 def test_dvc_repro_runs_the_stages_through_the_cli(tmp_path):
     root = make_project(tmp_path / "repro")
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
-    (root / "src").symlink_to(REPO / "src")  # the train stage depends on the model and training code
+    for code in ("src", "flows"):  # the stages depend on the code they run (dvc.yaml lists it)
+        (root / code).symlink_to(REPO / code)
     mirops(root, "data", "demo")
     mirops(root, "data", "version")
     run([str(BIN / "dvc"), "repro"], root)

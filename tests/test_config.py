@@ -40,3 +40,31 @@ def test_repository_params_yaml_is_valid():
 
     settings = Settings.load(REPO)
     assert settings.reprogram.backbone == "yamnet" and settings.demo.clips > 0
+
+
+def test_a_typo_anywhere_is_an_error_naming_the_nearest_key(tmp_path, monkeypatch):
+    (tmp_path / "params.yaml").write_text("reprogram:\n  epoch: 1\naudit:\n  bogus: 1\n")
+    with pytest.raises(ValueError) as err:
+        Settings.load(tmp_path)
+    assert "`reprogram.epoch`: did you mean `reprogram.epochs`?" in str(err.value)
+    assert "`audit.bogus`" in str(err.value) and str(tmp_path / "params.yaml") in str(err.value)
+
+    (tmp_path / "params.yaml").write_text("reprogram:\n  epochs: 1\n")
+    with pytest.raises(ValueError, match=r"--set monitor.drift_share: .*did you mean `monitor.drift_share_threshold`"):
+        Settings.load(tmp_path, monitor__drift_share=0.3)
+    with pytest.raises(ValueError, match=r"unknown key `sed`: did you mean `seed`"):
+        Settings.load(tmp_path, sed=3)
+    with pytest.raises(ValueError, match=r"`epoch` -> `reprogram.epochs`"):  # the old section name, with a typo
+        Settings.load(tmp_path, train__epoch=1)
+    monkeypatch.setenv("MIROPS_EAST__TAUU", "3")
+    with pytest.raises(ValueError, match=r"environment MIROPS_EAST__TAUU: .*`east.tau`"):
+        Settings.load(tmp_path)
+
+
+def test_mapping_fields_aliases_and_other_mirops_variables_are_not_typos(tmp_path, monkeypatch):
+    (tmp_path / "params.yaml").write_text("demo:\n  soundfont: A.sf2\n  split: {train: 0.5, valid: 0.25, test: 0.25}\n"
+                                          "east:\n  teacher_sources: {anything: /x}\n")
+    monkeypatch.setenv("MIROPS_CACHE_DIR", str(tmp_path))  # not a setting: single underscore
+    settings = Settings.load(tmp_path)
+    assert settings.demo.soundfonts == ["A.sf2"] and settings.east.teacher_sources == {"anything": "/x"}
+    assert Settings.load(tmp_path, demo__soundfonts=["B.sf2"]).demo.soundfonts == ["B.sf2"]  # --set wins

@@ -281,6 +281,7 @@ def test_reference_by_version_prefix_or_folder(versions, tmp_path):
 
 def test_a_reference_that_cannot_be_found_is_named(versions, tmp_path):
     from mirops.data.dataset import version_view
+    from mirops.data.version import default_remote
     from mirops.monitor.reference import open_reference
     from mirops.pipeline.monitor import monitor
 
@@ -297,11 +298,15 @@ def test_a_reference_that_cannot_be_found_is_named(versions, tmp_path):
     # A version whose audio is gone from the DVC cache and the remote (e.g. after `dvc gc`).
     copy = tmp_path / "copy"
     shutil.copytree(settings.root, copy, symlinks=True, ignore=shutil.ignore_patterns("mlartifacts", "dashboards"))
-    (copy / ".dvc" / "config").write_text((copy / ".dvc" / "config").read_text().replace(
-        str(settings.root), str(copy)))
+    # Its own copy of the remote (outside the project, see mirops.data.version.default_remote), so the original's
+    # stays whole for the other tests.
+    remote = default_remote(copy)
+    shutil.copytree(default_remote(settings.root), remote)
+    (copy / ".dvc" / "config.local").write_text((copy / ".dvc" / "config.local").read_text().replace(
+        str(default_remote(settings.root)), str(remote)))
     v1_listing = copy / ".dvc" / "cache" / "files" / "md5" / versions["v1"][:2] / f"{versions['v1'][2:]}.dir"
     audio = next(e["md5"] for e in json.loads(v1_listing.read_text()) if e["relpath"].startswith("audio/"))
-    for store in (copy / ".dvc" / "cache", copy / "dvc-remote"):
+    for store in (copy / ".dvc" / "cache", remote):
         target = store / "files" / "md5" / audio[:2] / audio[2:]
         target.chmod(0o644)
         target.unlink()

@@ -233,7 +233,7 @@ def test_register_refuses_a_model_whose_files_are_gone(settings):
         uri = models.log_model(Constant(), SERVING)
         mlflow.log_metric("test_mAP", 0.5)
     location = MlflowClient().get_logged_model(uri.removeprefix("models:/")).artifact_location
-    shutil.rmtree(location.removeprefix("file://") + "/data")  # an upload cut short
+    shutil.rmtree(location.removeprefix("file://") + "/artifacts")  # an upload cut short: no exported programs
     with pytest.raises(FileNotFoundError, match="weights"):
         register_stage.register(settings, active.id)
     assert MlflowClient().search_model_versions(f"name = '{NAME}'") == []
@@ -316,18 +316,44 @@ def test_two_racing_promotions_leave_one_champion_and_lose_no_history(settings):
     moves = [r for r in decision_runs(settings) if r.data.tags["mirops.action"] == "promote"][1:]
     assert [m.data.tags["mirops.champion_before"] for m in moves] == stack[:-1][-len(moves):]
     assert [m.data.tags["mirops.version"] for m in moves] == stack[1:]
-    assert not MlflowClient().search_registered_models(f"name = '{NAME}{lock.LOCK_SUFFIX}'")  # released
+    assert [m.name for m in MlflowClient().search_registered_models()] == [NAME]  # no lock poses as a model
     promote_stage.rollback(settings, NAME)
     assert models.alias_version(NAME, "champion") == stack[-2]
 
 
-def test_lock_waits_then_times_out_naming_the_holder_and_expires(settings):
-    with (lock.registry_lock(NAME, expiry=600),
-          pytest.raises(lock.LockTimeout, match=f"{NAME}{lock.LOCK_SUFFIX}"),
-          lock.registry_lock(NAME, timeout=0.5)):
-        pass
-    with lock.registry_lock(NAME, expiry=0.2) as dead:  # a holder that died: its lock expires
-        time.sleep(0.5)
-        with lock.registry_lock(NAME, timeout=5) as holder:
-            assert holder != dead
-    assert not MlflowClient().search_registered_models(f"name = '{NAME}{lock.LOCK_SUFFIX}'")
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+import mlflow
+from mirops.registry import lock
+mlflow.set_tracking_uri(sys.argv[1])
+with lock.registry_lock(sys.argv[2], sys.argv[3] or None, Path(sys.argv[4])):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("lock_url", [None, "postgresql://postgres@127.0.0.1:5432/test"],
+                         ids=["file-lock", "postgres-advisory"])
+def test_lock_waits_names_its_holder_and_dies_with_it(settings, lock_url):
+    """The lock is a primitive made for it (never a registered model) and a killed holder frees it at once."""
+    if lock_url:
+        psycopg2 = pytest.importorskip("psycopg2")
+        try:
+            psycopg2.connect(lock_url).close()
+        except psycopg2.OperationalError as exc:
+            pytest.skip(f"no PostgreSQL at {lock_url}: {exc}")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, mlflow.get_tracking_uri(), NAME, lock_url or "",
+                               str(settings.root)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with (pytest.raises(lock.LockTimeout, match=rf"promotion lock of {NAME}.*pid {holder.pid}"),
+              lock.registry_lock(NAME, lock_url, settings.root, timeout=0.5)):
+            pass
+        assert [m.name for m in MlflowClient().search_registered_models()] == []  # the UI shows no lock model
+    finally:
+        holder.kill()  # dies holding it: no release code runs
+        holder.wait()
+    with lock.registry_lock(NAME, lock_url, settings.root, timeout=5) as me:
+        assert me

@@ -38,6 +38,7 @@ from tests.servers import (
     tail,
     wait_for,
 )
+from tests.test_prefect_control import assert_run_reports
 
 MODEL = "tiny-instruments"  # registry.model_name of the TINY project (tests/conftest.py)
 PIPELINE_TIMEOUT = 900
@@ -126,6 +127,8 @@ def test_pipeline_runs_against_mlflow_and_prefect_servers(tmp_path, servers):
     runs = flow_runs(servers, flow_name="mirops-retrain")
     assert [r["state_type"] for r in runs] == ["COMPLETED"], runs
     assert train.data.tags.get("mirops.flow_run_id") == runs[0]["id"]
+    # ... with its artifacts (audit, metrics per class, gate, drift), its stages' log lines and persisted results.
+    assert_run_reports(servers.prefect.url, root, runs[0]["id"], summary)
 
     # Stopping the servers leaves no process behind (the fixture checks again after the test).
     seen = [p for service in servers.services for p in service.processes()]

@@ -9,6 +9,7 @@ import yaml
 from mirops.data.version import (
     DirtyDataError,
     checkout_version,
+    default_remote,
     list_versions,
     make_version,
     read_version,
@@ -27,7 +28,9 @@ def test_version_is_the_md5_in_data_dvc_and_is_pushed(tmp_path):
     v = version_data(tmp_path)
     recorded = yaml.safe_load((tmp_path / "data.dvc").read_text())["outs"][0]["md5"]
     assert recorded == f"{v.version}.dir" and v.files == 2
-    remote_files = [p for p in (tmp_path / "dvc-remote").rglob("*") if p.is_file()]
+    remote = default_remote(tmp_path)  # outside the project: under $XDG_DATA_HOME (a temporary one in tests)
+    assert not remote.is_relative_to(tmp_path) and not (tmp_path / "dvc-remote").exists()
+    remote_files = [p for p in remote.rglob("*") if p.is_file()]
     assert len(remote_files) == 3  # two files and the directory listing
 
 

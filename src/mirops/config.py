@@ -6,12 +6,13 @@ from the repository, from a DVC stage or from a test's temporary project.
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import AliasChoices, BaseModel, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEMO_CLASSES = [  # the 18 OpenMIC-2018 classes General MIDI can play (it has no mandolin or ukulele)
@@ -20,7 +21,13 @@ DEMO_CLASSES = [  # the 18 OpenMIC-2018 classes General MIDI can play (it has no
 ]
 
 
-class DemoParams(BaseModel):
+class Section(BaseModel):
+    """A params.yaml section: a key it does not declare is an error (a typo must not train the default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DemoParams(Section):
     """The demo dataset (`mirops data demo`, src/mirops/data/demo/)."""
 
     variant: str = Field("instruments", pattern="^(instruments|tagging)$")  # tagging: 30 s clips, MTAT-style tags
@@ -56,7 +63,7 @@ class DemoParams(BaseModel):
         return [value] if isinstance(value, str) else value
 
 
-class IngestParams(BaseModel):
+class IngestParams(Section):
     """How datasets come in: importers, the audio check that quarantines bad clips, the decoded-audio cache."""
 
     valid_fraction: float = Field(0.15, gt=0.0, lt=1.0)  # carved from train, by group, when a source has no valid
@@ -68,7 +75,7 @@ class IngestParams(BaseModel):
     crop: str = "centre"                         # longer clips: keep the centre ("start": the beginning)
 
 
-class AuditParams(BaseModel):
+class AuditParams(Section):
     min_positives_per_class: int = 3
     max_group_splits: int = 1
     split_fraction_bounds: dict[str, tuple[float, float]] = Field(
@@ -97,7 +104,7 @@ class AuditParams(BaseModel):
     duplicate_similarity: float = 0.5           # fingerprint similarity from which two clips are the same audio
 
 
-class ReprogramParams(BaseModel):
+class ReprogramParams(Section):
     """Reprogramming (`mirops train reprogram`, params.yaml `reprogram:`): backbone, trainable parts and the
     training recipe.
 
@@ -129,7 +136,7 @@ class ReprogramParams(BaseModel):
 
 
 
-class EastParams(BaseModel):
+class EastParams(Section):
     """EAsT (`mirops train east`): a student CNN tied to frozen teacher embeddings (docs/methods.md §3).
 
     Values left `None` are the reference's for the task (`mirops.train.east.TASK_RECIPES`): instruments =
@@ -186,7 +193,7 @@ def preset_overrides(name: str) -> dict[str, Any]:
     return {f"reprogram__{key}": value for key, value in TRAIN_PRESETS[name].items()}
 
 
-class RegistryParams(BaseModel):
+class RegistryParams(Section):
     model_name: str = "mirops-instruments"
     primary_metric: str = Field("test_mAP", pattern="^test_(mAP|ROC_AUC)$")
     # The promotion gate: the challenger's gain over the champion on the same test clips must have a
@@ -196,9 +203,12 @@ class RegistryParams(BaseModel):
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
     require_audit: bool = True          # the challenger's dataset audit must have passed (not just "not run")
     block_on_critical_drift: bool = True
+    # Where promotions take their lock (registry/lock.py): null = the store's own (PostgreSQL advisory lock, or a
+    # file lock beside an SQLite store / in the project); a postgresql:// URL shares it across machines.
+    lock_url: str | None = None
 
 
-class MonitorParams(BaseModel):
+class MonitorParams(Section):
     drift_share_threshold: float = Field(0.5, gt=0.0, le=1.0)
     # A verdict is "critical" (it blocks promotion, see registry.block_on_critical_drift) when this share
     # of descriptor columns drifts, or when the embedding domain classifier's ROC AUC reaches `critical_auc`.
@@ -206,7 +216,7 @@ class MonitorParams(BaseModel):
     critical_auc: float = Field(0.9, gt=0.5, le=1.0)
 
 
-class ScheduleParams(BaseModel):
+class ScheduleParams(Section):
     """Prefect deployments served by `mirops serve` (cron in the server's time zone, `timezone`)."""
 
     timezone: str = "UTC"
@@ -217,6 +227,96 @@ class ScheduleParams(BaseModel):
     grid: str | None = None             # e.g. "paper": train the ablation grid instead of one model
     current: str | None = None          # the batch the daily monitor checks (null: production/)
     retrain_on_drift: bool = True       # a drifted monitor verdict starts the retraining deployment
+    # Prefect task timeouts (s): a hung step fails the run instead of blocking the next schedule.
+    train_timeout_s: int = Field(6 * 3600, gt=0)       # each training (and grid) task
+    evaluate_timeout_s: int = Field(3600, gt=0)        # scoring the test split
+    precompute_timeout_s: int = Field(3600, gt=0)      # each mapped chunk of the precomputation
+    lock_wait_s: int = Field(2 * 3600, ge=0)           # a retraining waits this long for another of the
+                                                       # same project to finish, then is skipped
+
+
+class DvcParams(Section):
+    """What DVC tracks beside data/ (docs/pipeline.md#dvc): the per-family stages of dvc.yaml and the remote."""
+
+    # dvc.yaml runs train/evaluate/register/promote once per family listed here (`foreach: ${dvc.families}`);
+    # keep it to what `mirops pipeline run --family` trains, so `dvc status` is clean after a run.
+    families: list[Literal["reprogram", "east"]] = Field(default_factory=lambda: ["reprogram"], min_length=1)
+    # Where dataset versions are pushed: null = a per-project folder outside the project
+    # ($XDG_DATA_HOME/mirops/dvc-remote/<project>-<hash>); or a path, s3://..., ssh://... as DVC takes it.
+    remote: str | None = None
+
+    @field_validator("families")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"dvc.families {value}: a family is listed twice")
+        return value
+
+
+def _accepted_names(model: type[BaseModel]) -> dict[str, Any]:
+    """Key -> field annotation of a settings model, aliases included (`demo.soundfont`)."""
+    names: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        names[name] = info.annotation
+        alias = info.validation_alias
+        for choice in getattr(alias, "choices", [alias] if isinstance(alias, str) else []):
+            if isinstance(choice, str):
+                names[choice] = info.annotation
+    return names
+
+
+def nearest(key: str, choices: list[str]) -> str | None:
+    """The valid key a typo most likely meant: one the typo begins (`drift_share` -> `drift_share_threshold`),
+    else the closest spelling; None when nothing is close."""
+    started = sorted((c for c in choices if c.startswith(key) or key.startswith(c)), key=len)
+    if started:
+        return started[0]
+    near = difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
+    return near[0] if near else None
+
+
+def unknown_keys(values: dict[str, Any], model: type[BaseModel] | None = None, prefix: str = "") -> list[str]:
+    """What in `values` (params.yaml-shaped) no settings field declares, each with the nearest valid key.
+
+    Sections are checked key by key; a field that is itself a mapping (e.g. `demo.split`) takes any key.
+    """
+    model = model or Settings
+    accepted = {k: v for k, v in _accepted_names(model).items() if k != "root" or model is not Settings}
+    problems = []
+    for key, value in values.items():
+        where = f"{prefix}{key}"
+        if key not in accepted:
+            near = nearest(str(key), list(accepted))
+            hint = f"did you mean `{prefix}{near}`?" if near else f"expected one of {sorted(accepted)}"
+            problems.append(f"unknown key `{where}`: {hint}")
+        elif isinstance(accepted[key], type) and issubclass(accepted[key], BaseModel) and isinstance(value, dict):
+            problems += unknown_keys(value, accepted[key], f"{where}.")
+    return problems
+
+
+def _canonical_field(section: str, key: str) -> str:
+    """The field name behind `key` in `section` (an alias such as `demo.soundfont` -> `soundfonts`)."""
+    info = Settings.model_fields.get(section)
+    model = info.annotation if info else None
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        for name, field in model.model_fields.items():
+            alias = field.validation_alias
+            if key == name or key in getattr(alias, "choices", [alias] if isinstance(alias, str) else []):
+                return name
+    return key
+
+
+def _nest(key: str, value: Any) -> dict[str, Any]:
+    """`section__field` (what `--set section.field=...` becomes) as `{section: {field: value}}`."""
+    section, _, field = key.partition("__")
+    return {section: {field: value}} if field else {key: value}
+
+
+def _setting_env_vars() -> dict[str, str]:
+    """MIROPS_SECTION__FIELD variables (name -> `section__field`). Single-underscore MIROPS_* variables
+    (MIROPS_ROOT, MIROPS_CACHE_DIR, ...) are not settings and are left alone."""
+    return {name: name.removeprefix("MIROPS_").lower() for name in os.environ
+            if name.startswith("MIROPS_") and "__" in name}
 
 
 class Settings(BaseSettings):
@@ -234,6 +334,7 @@ class Settings(BaseSettings):
     registry: RegistryParams = Field(default_factory=RegistryParams)
     monitor: MonitorParams = Field(default_factory=MonitorParams)
     schedule: ScheduleParams = Field(default_factory=ScheduleParams)
+    dvc: DvcParams = Field(default_factory=DvcParams)
 
     @classmethod
     def settings_customise_sources(
@@ -257,18 +358,36 @@ class Settings(BaseSettings):
             if not isinstance(loaded, dict):
                 raise ValueError(f"{params_file}: expected a mapping of sections, got {type(loaded).__name__}")
             values.update(loaded)
-        renamed = [where for where, keys in ((str(params_file), values), ("overrides", overrides),
+        renamed = [where for where, keys in ((str(params_file), values), ("--set", overrides),
                                              ("environment", {k.lower(): v for k, v in os.environ.items()}))
                    if "train" in keys or any(k.startswith(("train__", "mirops_train__")) for k in keys)]
         if renamed:
+            old_keys = {*((values.get("train") or {}) if isinstance(values.get("train"), dict) else {}),
+                        *(k.partition("__")[2] for k in overrides if k.startswith("train__")),
+                        *(k.lower().removeprefix("mirops_train__") for k in os.environ
+                          if k.lower().startswith("mirops_train__"))}
+            fields = list(_accepted_names(ReprogramParams))
+            hints = [f"`{key}` -> `reprogram.{near}`" if (near := nearest(key, fields))
+                     else f"`{key}`: no such reprogramming setting" for key in sorted(old_keys)]
             raise ValueError(f"{', '.join(renamed)}: the settings section `train` is now `reprogram` (the "
                              "reprogramming family's settings; EAsT's are `east`): rename `train:` to `reprogram:` "
                              "in params.yaml, `--set train.X=...` to `--set reprogram.X=...` and MIROPS_TRAIN__X "
-                             "to MIROPS_REPROGRAM__X")
+                             "to MIROPS_REPROGRAM__X" + (f" ({'; '.join(hints)})" if hints else ""))
+        unknown = [f"{params_file}: {problem}" for problem in unknown_keys(values)]
+        unknown += [f"--set {key.replace('__', '.', 1)}: {problem}"
+                    for key, value in overrides.items() for problem in unknown_keys(_nest(key, value))]
+        unknown += [f"environment {name}: {problem}" for name, key in _setting_env_vars().items()
+                    for problem in unknown_keys(_nest(key, None))]
+        if unknown:
+            raise ValueError("unknown settings (see params.yaml for every key):\n  " + "\n  ".join(unknown))
         for key, value in overrides.items():
             section, _, field = key.partition("__")
             if field:
-                values.setdefault(section, {})[field] = value
+                merged = values.setdefault(section, {})
+                canonical = _canonical_field(section, field)
+                for alias in [k for k in merged if _canonical_field(section, k) == canonical]:
+                    del merged[alias]  # `--set demo.soundfont=X` replaces params.yaml's `soundfonts`
+                merged[canonical] = value
             else:
                 values[key] = value
         values["root"] = root

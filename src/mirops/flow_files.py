@@ -38,7 +38,15 @@ def load(entrypoint: str, root: Path | None = None) -> Any:
     file, sep, name = entrypoint.partition(":")
     if not sep or not file.endswith(".py") or not name:
         raise ValueError(f"flow entrypoint {entrypoint!r}: expected FILE.py:NAME, e.g. retrain.py:retrain")
-    path = (flows_dir(root) / file).resolve()
+    module = load_path(flows_dir(root) / file)
+    if not hasattr(module, name):
+        raise LookupError(f"{module.__file__} has no {name!r} (entrypoint {entrypoint})")
+    return getattr(module, name)
+
+
+def load_path(path: Path) -> Any:
+    """The flow file at `path` as a module, loaded once per process (flow files load their siblings so)."""
+    path = Path(path).resolve()
     module_name = f"mirops_flow_{path.stem}_{abs(hash(str(path))):x}"
     module = sys.modules.get(module_name)
     if module is None:
@@ -52,6 +60,4 @@ def load(entrypoint: str, root: Path | None = None) -> Any:
         except BaseException:
             sys.modules.pop(module_name, None)
             raise
-    if not hasattr(module, name):
-        raise LookupError(f"{path} has no {name!r} (entrypoint {entrypoint})")
-    return getattr(module, name)
+    return module

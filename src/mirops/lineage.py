@@ -35,6 +35,7 @@ TAG_AUDIT_SUCCESS = "mirops.audit_success"  # "true" | "false" | "not-run"
 TAG_AUDIT_RUN = "mirops.audit_run_id"
 TAG_AUDIT_SUMMARY = "mirops.audit_summary"
 TAG_AUDIT_REFERENCE = "mirops.audit_reference"
+TAG_DATA_DOCS = "mirops.data_docs"            # file URI of the audit's Great Expectations Data Docs index
 
 # ---------------------------------------------------------------- monitor
 TAG_DRIFT_DETECTED = "mirops.drift_detected"
@@ -62,8 +63,6 @@ TAG_CHAMPION_BEFORE = "mirops.champion_before"
 TAG_CHAMPION_AFTER = "mirops.champion_after"
 TAG_ROLLED_BACK_BY = "mirops.rolled_back_by"
 TAG_CHAMPION_STACK = "mirops.champion_stack"
-TAG_LOCK_HOLDER = "mirops.lock_holder"
-TAG_LOCK_EXPIRES = "mirops.lock_expires"
 
 # ---------------------------------------------------------------- artifact paths (on MLflow runs)
 MODEL_ARTIFACT = "model"
@@ -84,6 +83,18 @@ ARTIFACT_PROMOTE = "promote"
 ARTIFACT_MONITOR = "monitor"
 ARTIFACT_AUDIT = "audit"
 ARTIFACT_PRECOMPUTE = "precompute"
+ARTIFACT_DATA_DOCS = "data_docs"  # GE Data Docs of the latest audit: artifacts/data_docs/index.html
+
+# ---------------------------------------------------------------- files git tracks for DVC (dvc.yaml metrics, plots)
+# metrics/<family>/...: small and deterministic (no run ids, no times), committed with dvc.lock so that
+# `dvc metrics diff`, `dvc exp show` and `dvc plots show` find them in every revision.
+METRICS_DIR = "metrics"
+TRAIN_METRICS_FILE = "train.json"             # best epoch, its valid metrics, parameter counts
+HISTORY_CSV = "history.csv"                   # one row per epoch: losses, valid mAP and ROC-AUC
+TRAINING_CURVES_PNG = "training_curves.png"
+TEST_METRICS_FILE = "test.json"               # test-split metrics (what `dvc exp show` lists)
+TEST_PER_CLASS_CSV = "test_per_class.csv"     # one row per class: AP, ROC-AUC, F1, counts
+TEST_PER_CLASS_PNG = "test_per_class.png"
 
 # ---------------------------------------------------------------- Prefect: flows and deployments
 RETRAIN_FLOW = "mirops-retrain"

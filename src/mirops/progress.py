@@ -6,6 +6,8 @@ until the end; `progress(...)` then logs "what: k/n" lines at most every `LOG_EV
 
 from __future__ import annotations
 
+import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -44,3 +46,41 @@ def progress(what: str, total: int) -> Iterator[Callable[..., None]]:
 
 def warn(message: str) -> None:
     console.print(f"[yellow]warning[/]: {message}")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+class _LineWriter:
+    """A text file that hands each complete line to `sink`, without colour codes (the console picked its colour
+    system when it was made, perhaps on a terminal)."""
+
+    def __init__(self, sink: Callable[[str], None]) -> None:
+        self.sink, self.pending, self.lock = sink, "", threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self.lock:
+            self.pending += _ANSI.sub("", text)
+            *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            if line.strip():
+                self.sink(line.rstrip())
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+@contextmanager
+def lines_to(sink: Callable[[str], None]) -> Iterator[None]:
+    """Inside the block, everything the console prints goes to `sink` one plain line at a time (an
+    orchestrator's run logger: its UI shows log records, not a terminal); bars become "what: k/n" lines."""
+    before = console._file, console.soft_wrap
+    console.file, console.soft_wrap = _LineWriter(sink), True  # soft wrap: one record per line, not per 80 chars
+    try:
+        yield
+    finally:
+        console._file, console.soft_wrap = before

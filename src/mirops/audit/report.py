@@ -2,6 +2,12 @@
 
 A failed `critical` expectation makes the audit fail (training must not start: `raise_for_critical`);
 a failed `warning` is reported and logged but lets the pipeline go on.
+
+audit.json is a DVC output that training depends on, so it holds only what follows from the data, the
+suites and the parameters: no timing, no run time or ids, no absolute paths (the duration is on
+`AuditResult.seconds`, for MLflow). audit.html is the one-page verdict GE's Data Docs do not give: our
+severities (GE marks a suite failed on a warning), the failing rows named, the derived tables, and it is
+self-contained (Data Docs load their styles and scripts from CDNs). It links to the Data Docs index.
 """
 
 from __future__ import annotations
@@ -9,8 +15,9 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from mirops.atomic import atomic_write_bytes
-from mirops.audit.suites import Suite, load_suites, run_suite, suite_parameters
+from mirops.audit.checkpoint import run_checkpoints
+from mirops.audit.suites import Suite, load_suites, suite_parameters
 from mirops.audit.tables import ROW_DETAILS, ROW_NAMES, derived_tables
 from mirops.config import AuditParams
 from mirops.data.manifest import LabelSpec
@@ -27,6 +35,8 @@ AUDIT_JSON = "audit.json"
 AUDIT_HTML = "audit.html"
 REPORTED_TABLES = ("balance", "splits", "classes", "prevalence", "descriptor_shift", "dataset")
 MAX_NAMED_ROWS = 10  # failing rows named in one message; the rest are counted
+# What audit.json keeps of AuditResult: the verdict, not where files went or how long it took.
+_DOCUMENT_FIELDS = ("success", "dataset_version", "checks", "critical_failures", "warnings")
 _SUMMARY_KWARGS = ("column", "min_value", "max_value", "strict_min", "strict_max", "value_set", "column_set",
                    "exact_match", "regex", "row_condition")
 
@@ -40,6 +50,9 @@ class AuditResult:
     warnings: list[str] = field(default_factory=list)
     json_path: Path | None = None
     html_path: Path | None = None
+    data_docs: Path | None = None  # GE's Data Docs index (artifacts/data_docs/index.html), when built
+    data_docs_pages: dict[str, Path] = field(default_factory=dict)  # suite -> its validation result page
+    seconds: float = 0.0  # how long the audit took (logged to MLflow; never written to audit.json)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)  # what the suites validated
 
 
@@ -48,7 +61,9 @@ class AuditFailed(RuntimeError):
 
     def __init__(self, result: AuditResult) -> None:
         self.result = result
-        where = f" (report: {result.html_path})" if result.html_path else ""
+        places = [f"{name}: {path}" for name, path in (("report", result.html_path), ("Data Docs", result.data_docs))
+                  if path]
+        where = f" ({'; '.join(places)})" if places else ""
         failures = "\n  - ".join(result.critical_failures) or "unknown failure"
         super().__init__(
             f"dataset audit of {result.dataset_version} failed: {len(result.critical_failures)} critical "
@@ -72,12 +87,13 @@ def run_audit(
     duplicates: pd.DataFrame | None = None,
     reference: tuple[pd.DataFrame, LabelSpec, str] | None = None,
     quarantined: int = 0,
+    data_docs_dir: Path | None = None,
 ) -> AuditResult:
     """Validate the manifest's derived tables with every suite in `expectations_dir`; write the reports.
 
     `audio` (per-clip descriptors), `duplicates` (cross-split fingerprint matches), `reference` (another
     version's manifest, spec and id) and `quarantined` feed the audio, leakage and representativeness
-    suites; see `mirops.audit.tables.derived_tables`.
+    suites; see `mirops.audit.tables.derived_tables`. `data_docs_dir`: build GE's Data Docs there.
     """
     started = time.perf_counter()
     suites = load_suites(expectations_dir)
@@ -85,25 +101,24 @@ def run_audit(
     parameters = suite_parameters(params, spec)
     result = AuditResult(success=True, dataset_version=dataset_version, tables=tables)
     result.warnings.extend(_unused_bounds(params, suites))
+    checked = run_checkpoints(suites, tables, parameters, dataset_version, data_docs_dir)
     raw: dict[str, Any] = {}
-    for suite in suites:
-        run = run_suite(suite, tables[suite.table], parameters)
-        raw[suite.name] = run.raw
-        for exp, exp_result in zip(suite.payload["expectations"], run.results, strict=True):
-            check = _check(suite, exp, exp_result, parameters)
+    for run in checked.runs:
+        raw[run.suite.name] = run.raw
+        for exp, exp_result in zip(run.suite.payload["expectations"], run.results, strict=True):
+            check = _check(run.suite, exp, exp_result, parameters)
             result.checks.append(check)
             if not check["success"]:
                 target = result.critical_failures if check["severity"] == "critical" else result.warnings
                 target.append(check["message"])
     result.success = not result.critical_failures
+    result.data_docs = checked.data_docs
+    result.data_docs_pages = {run.suite.name: run.page for run in checked.runs if run.page}
 
     out_dir = Path(out_dir)
     result.json_path, result.html_path = out_dir / AUDIT_JSON, out_dir / AUDIT_HTML
     document = {
-        **{k: v for k, v in asdict(result).items() if k != "tables"},
-        "json_path": str(result.json_path),
-        "html_path": str(result.html_path),
-        "seconds": round(time.perf_counter() - started, 3),
+        **{k: getattr(result, k) for k in _DOCUMENT_FIELDS},
         "parameters": parameters,
         "tables": {name: tables[name].to_dict(orient="records") for name in REPORTED_TABLES},
         "validation_results": raw,
@@ -111,6 +126,7 @@ def run_audit(
     payload = json.dumps(_jsonable(document), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
     atomic_write_bytes(result.json_path, payload.encode())
     atomic_write_bytes(result.html_path, _html(result, tables).encode())
+    result.seconds = time.perf_counter() - started
     return result
 
 
@@ -273,6 +289,9 @@ def _html(result: AuditResult, tables: dict[str, pd.DataFrame]) -> str:
         f"<style>{_CSS}</style></head><body>",
         f"<h1>Dataset audit {badge}</h1><p>dataset version <code>{esc(result.dataset_version)}</code></p>",
     ]
+    if result.data_docs and result.html_path:  # relative, so the page stays the same wherever the project is
+        link = Path(os.path.relpath(result.data_docs, result.html_path.parent)).as_posix()
+        parts.append(f"<p>Great Expectations Data Docs: <a href='{esc(link)}'>{esc(link)}</a></p>")
     for title, items in (("Critical failures", result.critical_failures), ("Warnings", result.warnings)):
         if items:
             parts.append(f"<h2>{title}</h2><ul>" + "".join(f"<li>{esc(m)}</li>" for m in items) + "</ul>")

@@ -3,20 +3,17 @@
 Each suite names the table it validates in `meta.table` (see `mirops.audit.tables`). Thresholds are
 not written into the JSON: the suites hold GE suite parameters (`{"$PARAMETER": "min_positives"}`),
 and `suite_parameters` supplies their values from `AuditParams` at run time through
-`ValidationDefinition.run(expectation_parameters=...)` (native in GE 1.24, no text substitution).
-
-GE is imported lazily (it costs seconds) and runs in one cached, in-memory (ephemeral) context.
+`Checkpoint.run(expectation_parameters=...)` (native in GE 1.24, no text substitution); the Checkpoints
+and Data Docs are in `mirops.audit.checkpoint`. No GE import here: loading the suites is instant.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
@@ -24,14 +21,10 @@ from mirops.audit.tables import LABELLED_SPLITS, ROW_DETAILS, ROW_NAMES
 from mirops.config import AuditParams
 from mirops.data.manifest import BASE_COLUMNS, LabelSpec, label_columns
 
-if TYPE_CHECKING:
-    from great_expectations.core import ExpectationSuiteValidationResult
-
 SUITE_ORDER = ("schema", "label_balance", "class_balance", "missing_labels", "subjectivity", "split_proportions",
                "class_diversity", "representativeness", "descriptor_shift", "leakage", "duplicate_audio", "integrity",
                "quarantine")
 SEVERITIES = ("critical", "warning")
-PARTIAL_ROWS = 20  # unexpected rows GE reports per expectation (SUMMARY keeps audit.json small)
 
 
 class SuiteError(ValueError):
@@ -123,86 +116,7 @@ def suite_parameters(params: AuditParams, spec: LabelSpec) -> dict[str, Any]:
     return values
 
 
-@dataclass
-class _Runner:
-    """The ephemeral GE context and what was already registered in it (suites are keyed by content)."""
-
-    context: Any
-    datasource: Any
-    batch_definitions: dict[str, Any] = field(default_factory=dict)
-    validations: dict[str, Any] = field(default_factory=dict)
-
-
-@lru_cache(maxsize=1)
-def _runner() -> _Runner:
-    # GE 1.24 sends no usage statistics, but older/newer releases read this; never reach out.
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import (
-        DataContextConfig,
-        InMemoryStoreBackendDefaults,
-        ProgressBarsConfig,
-    )
-
-    config = DataContextConfig(
-        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),  # no docs site
-        progress_bars=ProgressBarsConfig(globally=False),  # tqdm bars would land on stderr of the CLI
-        analytics_enabled=False,
-    )
-    context = gx.get_context(mode="ephemeral", project_config=config)
-    return _Runner(context=context, datasource=context.data_sources.add_pandas("mirops-audit"))
-
-
-def _validation_for(runner: _Runner, suite: Suite) -> Any:
-    import great_expectations as gx
-
-    key = f"{suite.name}-{suite.digest}"
-    if key not in runner.validations:
-        if suite.table not in runner.batch_definitions:
-            asset = runner.datasource.add_dataframe_asset(suite.table)
-            runner.batch_definitions[suite.table] = asset.add_batch_definition_whole_dataframe("whole")
-        try:
-            gx_suite = gx.ExpectationSuite(**{**suite.payload, "name": key})
-        except Exception as exc:  # GE raises pydantic/KeyError/ValueError for a malformed expectation
-            raise SuiteError(f"{suite.path}: not a Great Expectations {gx.__version__} suite ({exc})") from exc
-        gx_suite = runner.context.suites.add(gx_suite)
-        batch = runner.batch_definitions[suite.table]
-        validation = gx.ValidationDefinition(name=key, data=batch, suite=gx_suite)
-        runner.validations[key] = runner.context.validation_definitions.add(validation)
-    return runner.validations[key]
-
-
 def index_columns(table: str, df: pd.DataFrame) -> list[str]:
     """Columns GE should report for each unexpected row; only those present (a missing one makes GE
     fail every row-wise expectation silently)."""
     return [c for c in (*ROW_NAMES[table], *ROW_DETAILS.get(table, [])) if c in df.columns]
-
-
-@dataclass
-class SuiteRun:
-    """One suite's outcome: GE's whole validation result, and its per-expectation results in the order of
-    the suite file (GE returns them in metric-graph order)."""
-
-    suite: Suite
-    raw: dict[str, Any]
-    results: list[dict[str, Any]]
-
-
-def run_suite(suite: Suite, df: pd.DataFrame, parameters: dict[str, Any]) -> SuiteRun:
-    """Validate one derived table with one suite."""
-    missing = suite.parameters() - parameters.keys()
-    if missing:
-        raise SuiteError(f"{suite.path}: no value for suite parameter(s) {sorted(missing)}")
-    validation = _validation_for(_runner(), suite)
-    result_format: dict[str, Any] = {"result_format": "SUMMARY", "partial_unexpected_count": PARTIAL_ROWS}
-    keys = index_columns(suite.table, df)
-    if keys:
-        result_format["unexpected_index_column_names"] = keys
-    outcome: ExpectationSuiteValidationResult = validation.run(
-        batch_parameters={"dataframe": df},
-        expectation_parameters={k: parameters[k] for k in suite.parameters()},
-        result_format=result_format,
-    )
-    position = {exp.id: i for i, exp in enumerate(validation.suite.expectations)}
-    ordered = sorted(outcome.results, key=lambda r: position[r.expectation_config.id])
-    return SuiteRun(suite=suite, raw=outcome.to_json_dict(), results=[r.to_json_dict() for r in ordered])

@@ -1,5 +1,5 @@
 """`python -m mirops.cli`: the same as the `mirops` console script."""
 
-from mirops.cli import main
+from mirops.cli import entry
 
-main()
+entry()

@@ -104,7 +104,8 @@ def cmd_data_versions(args):
 def cmd_data_checkout(args):
     from mirops.data.version import checkout_version
 
-    record = checkout_version(settings_of(args).root, args.version, force=args.force)
+    settings = settings_of(args)
+    record = checkout_version(settings.root, args.version, force=args.force, remote=settings.dvc.remote)
     print(f"data/ is now version {record.version} ({record.clips} clips, {record.message or 'no message'})",
           file=sys.stderr)
     emit(args, record)
@@ -165,7 +166,14 @@ def cmd_register(args):
 def cmd_promote(args):
     from mirops.pipeline import promote
 
-    emit(args, promote.promote(settings_of(args), args.name, args.version, dry_run=args.dry_run))
+    settings = settings_of(args)
+    if args.family and args.name:
+        raise SystemExit("mirops promote: give a registered model NAME or --family, not both")
+    if args.family:
+        from mirops.families import family
+
+        args.name = family(args.family).model_name(settings)
+    emit(args, promote.promote(settings, args.name, args.version, dry_run=args.dry_run))
 
 
 def cmd_rollback(args):
@@ -210,8 +218,16 @@ def cmd_monitor(args):
 
 def cmd_pipeline_run(args):
     from mirops import flow_files
+    from mirops.data.batch import list_batch
+    from mirops.data.manifest import MANIFEST
 
     settings = settings_of(args)
+    # What the flow would only find out minutes in (after the Prefect API, the data check and the audit):
+    if args.source and not (Path(args.source) / MANIFEST).is_file():
+        raise FileNotFoundError(f"--source {args.source}: expected a dataset folder holding {MANIFEST} (what "
+                                "`mirops data import --out DIR` or `mirops data demo --out DIR` builds)")
+    if args.current:
+        list_batch(Path(args.current))  # a missing or empty batch is named now
     retrain = flow_files.load(lineage.RETRAIN_ENTRYPOINT, settings.root)
     summary = retrain(root=str(settings.root), overrides=overrides_of(args), current=args.current,
                       task_runner=args.task_runner, family=args.family, grid=args.grid, source=args.source)

@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from importlib import metadata
 
-from mirops import lineage
+from mirops import __version__, lineage
 from mirops.cli import commands as c
 from mirops.config import TRAIN_PRESETS
 from mirops.train.grid import GRIDS
 
 DESCRIPTION = "Train, audit, register and monitor music classifiers from scarce, partially labelled data."
+
+
+def version_line() -> str:
+    """`mirops --version`: the package and the stack it runs on (read from metadata, nothing imported)."""
+    stack = []
+    for dist in ("torch", "mlflow", "prefect", "dvc", "great_expectations", "evidently"):
+        try:
+            stack.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            stack.append(f"{dist} missing")
+    return f"mirops {__version__} (python {sys.version.split()[0]}; {', '.join(stack)})"
 
 
 class LeafParsers:
@@ -22,14 +36,43 @@ class LeafParsers:
         return self.subparsers.add_parser(name, parents=[] if group else [self.common], **kwargs)
 
 
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one JSON object on stdout when `--json` was asked for (scripts parse stdout)."""
+
+    json_errors = False  # set by `mirops.cli.main` when --json is on the command line
+
+    def error(self, message: str):
+        if self.json_errors:
+            print(json.dumps({"error": f"{self.prog}: {message}", "kind": "usage", "exit_code": 2}))
+            raise SystemExit(2)
+        super().error(message)
+
+
+def add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """--root, --set and --json: before the command (`mirops --json audit`) or after it (`mirops audit
+    --json`). After it they default to SUPPRESS, so they do not overwrite what was given before."""
+    default = {"default": argparse.SUPPRESS} if suppress else {}
+    parser.add_argument("--root", **(default or {"default": None}),
+                        help="project root holding params.yaml (default: .)")
+    parser.add_argument("--set", action="append", dest="set_after" if suppress else "set",
+                        metavar="[SECTION.]FIELD=VALUE", **default,
+                        help="override a params.yaml value, e.g. --set reprogram.epochs=2 (repeatable)")
+    parser.add_argument("--json", action="store_true", **default, help="print one JSON object on stdout")
+
+
+def merge_common(args: argparse.Namespace) -> argparse.Namespace:
+    """--set given before and after the command both count (after wins on the same key)."""
+    args.set = (args.set or []) + (getattr(args, "set_after", None) or [])
+    return args
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--root", default=None, help="project root holding params.yaml (default: .)")
-    common.add_argument("--set", action="append", metavar="[SECTION.]FIELD=VALUE",
-                        help="override a params.yaml value, e.g. --set reprogram.epochs=2 (repeatable)")
-    common.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    parser = argparse.ArgumentParser(prog="mirops", description=DESCRIPTION)
-    sub = LeafParsers(parser.add_subparsers(dest="command", required=True), common)
+    add_common(common, suppress=True)
+    parser = Parser(prog="mirops", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=version_line())
+    add_common(parser, suppress=False)
+    sub = LeafParsers(parser.add_subparsers(dest="command", required=True, parser_class=Parser), common)
 
     data = LeafParsers(sub.add_parser("data", help="build and version datasets", group=True).add_subparsers(
         dest="data_cmd", required=True), common)
@@ -118,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
                                           "(paired bootstrap), audit passed, no critical drift")
     prom.add_argument("name", nargs="?", help="registered model (default: registry.model_name)")
     prom.add_argument("--version", help="the version to judge (default: the challenger)")
+    prom.add_argument("--family", choices=list(lineage.FAMILY_NAMES),
+                      help="the family's registered model, instead of NAME (what the dvc.yaml stages use)")
     prom.add_argument("--dry-run", action="store_true", help="explain the decision without acting on it")
     prom.set_defaults(func=c.cmd_promote)
     back = sub.add_parser("rollback", help="point champion back at the previous champion")

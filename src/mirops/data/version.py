@@ -1,18 +1,22 @@
-"""Dataset versions with DVC: `dvc add data`, push to a remote (local by default), read the md5 back.
+"""Dataset versions with DVC: `dvc add data`, push to a remote, read the md5 back; and dvc.lock for the pipeline.
 
 The version id of a dataset is the md5 DVC records for `data/` in `data.dvc` (without DVC's `.dir`
 suffix); every later artefact carries it. `data.versions.jsonl` beside `data.dvc` lists every version
 made here (id, date, message, clip and class counts), so any of them can be checked out again from the
 DVC cache or remote; inside a git repository both files are committed with the version's message.
+
+The default remote lives outside the project (`default_remote`), so deleting the project's working files
+(`make clean`) cannot lose a version. `commit_stages` records the stages of dvc.yaml whose outputs the
+Prefect flow just produced in dvc.lock, so `dvc status` agrees with what ran.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
 import os
-import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -21,8 +25,9 @@ from pathlib import Path
 import yaml
 
 from mirops.atomic import atomic_write_bytes
+from mirops.data.git import git_commit, in_git_repo
 
-DEFAULT_REMOTE = "local"
+DEFAULT_REMOTE = "mirops"  # the remote mirops configures (older projects: "local", in .dvc/config)
 VERSIONS_FILE = "data.versions.jsonl"
 
 
@@ -64,8 +69,32 @@ def _dvc_logs_to_stderr() -> None:
                 handler.stream = sys.stderr
 
 
-def ensure_repo(root: Path, remote_url: str | None = None):
-    """Open the DVC repo at `root`, initialising it (and a local remote) on first use."""
+def default_remote(root: Path) -> Path:
+    """The per-project remote outside the project: $XDG_DATA_HOME/mirops/dvc-remote/<project>-<hash of its path>
+    (~/.local/share when XDG_DATA_HOME is unset). The hash keeps two projects of the same name apart."""
+    root = Path(root).resolve()
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "mirops" / "dvc-remote" / f"{root.name}-{hashlib.sha256(os.fsencode(root)).hexdigest()[:10]}"
+
+
+def remote_url(root: Path, remote: str | None) -> str:
+    """`remote` as DVC should store it: URLs as given, paths absolute (relative ones are the project's)."""
+    if remote is None:
+        return os.fspath(default_remote(root))
+    if "://" in remote:
+        return remote
+    path = Path(remote).expanduser()
+    return os.fspath(path if path.is_absolute() else (Path(root) / path).resolve())
+
+
+def ensure_repo(root: Path, remote: str | None = None):
+    """Open the DVC repo at `root`, initialising it on first use, with a default remote.
+
+    `remote` (settings `dvc.remote`) given: it becomes the default remote. Not given: a default remote already
+    configured stays (a project whose .dvc/config names `../dvc-remote`, or one set with `dvc remote add -d`);
+    with none, `default_remote(root)`. What mirops chooses goes to .dvc/config.local: it is this machine's path,
+    which git does not track.
+    """
     from dvc.repo import Repo
 
     root = Path(root)
@@ -74,23 +103,41 @@ def ensure_repo(root: Path, remote_url: str | None = None):
     repo = Repo(os.fspath(root))
     core = repo.config["core"]
     # Offline and quiet: no analytics, no update checks. Edit only what is missing.
-    if core.get("analytics") is not False or core.get("check_update") is not False or "remote" not in core:
+    if core.get("analytics") is not False or core.get("check_update") is not False:
         with repo.config.edit() as conf:
             conf["core"]["analytics"] = False
             conf["core"]["check_update"] = False
-            if "remote" not in conf["core"]:
-                conf["remote"][DEFAULT_REMOTE] = {"url": remote_url or os.fspath(root / "dvc-remote")}
-                conf["core"]["remote"] = DEFAULT_REMOTE
+    configured = repo.config["remote"].get(core.get("remote", ""), {}).get("url")
+    wanted = None
+    if remote is not None:
+        wanted = remote_url(root, remote)
+    elif configured is None:  # a project made before the remote moved out keeps its dvc-remote/ folder
+        legacy = root / "dvc-remote"
+        wanted = os.fspath(legacy.resolve()) if legacy.is_dir() else remote_url(root, None)
+    if wanted is not None and not _same_url(root, configured, wanted):
+        with repo.config.edit("local") as conf:
+            conf["remote"][DEFAULT_REMOTE] = {"url": wanted}
+            conf["core"]["remote"] = DEFAULT_REMOTE
+        repo.close()
+        repo = Repo(os.fspath(root))  # the merged config is read once per Repo
     return repo
 
 
-def version_data(root: Path, target: str = "data", push: bool = True) -> DataVersion:
-    """`dvc add` the dataset folder and push it; returns the new version."""
+def _same_url(root: Path, configured: str | None, wanted: str) -> bool:
+    if configured is None:
+        return False
+    if "://" in configured or "://" in wanted:
+        return configured == wanted
+    return (Path(root) / ".dvc" / configured).resolve() == Path(wanted).resolve()
+
+
+def version_data(root: Path, target: str = "data", push: bool = True, remote: str | None = None) -> DataVersion:
+    """`dvc add` the dataset folder and push it (to `remote`, see `ensure_repo`); returns the new version."""
     root = Path(root)
     if not (root / target).is_dir():
         raise FileNotFoundError(f"{root / target}: no dataset to version (build one with `mirops data demo`)")
     _dvc_logs_to_stderr()
-    repo = ensure_repo(root)
+    repo = ensure_repo(root, remote)
     try:
         # DVC resolves paths against the working directory: give it absolute ones.
         repo.add(os.fspath(root / target))
@@ -173,37 +220,23 @@ def find_version(root: Path, prefix: str) -> VersionRecord:
     return matches[0]
 
 
-# ---------------------------------------------------------------- git
-
-
-def in_git_repo(root: Path) -> bool:
-    probe = subprocess.run(["git", "-C", os.fspath(root), "rev-parse", "--is-inside-work-tree"],
-                           capture_output=True, text=True)
-    return probe.returncode == 0 and probe.stdout.strip() == "true"
+# ---------------------------------------------------------------- git (mirops.data.git)
 
 
 def git_commit_version(root: Path, record: VersionRecord, target: str = "data") -> str | None:
-    """Commit only the version's pointer files (never whatever else is staged); the new commit's sha, or None."""
-    paths = [p for p in (f"{target}.dvc", VERSIONS_FILE, ".gitignore") if (Path(root) / p).exists()]
-    git = ["git", "-C", os.fspath(root)]
-    subprocess.run([*git, "add", "--", *paths], check=True, capture_output=True)
-    if subprocess.run([*git, "diff", "--cached", "--quiet", "--", *paths]).returncode == 0:
-        return None  # nothing changed: this version is committed already
-    title = f"data: {record.message or 'new dataset version'} ({record.version[:8]})"
-    body = f"{record.clips} clips, {record.classes} classes, {record.quarantined} quarantined"
-    done = subprocess.run([*git, "commit", "-q", "-m", title, "-m", body, "--", *paths], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"git commit of {', '.join(paths)} failed: {done.stderr.strip() or done.stdout.strip()}")
-    return subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    """Commit the version's pointer files; the new commit's sha, or None when it is committed already."""
+    return git_commit(root, [f"{target}.dvc", VERSIONS_FILE, ".gitignore"],
+                      f"data: {record.message or 'new dataset version'} ({record.version[:8]})",
+                      f"{record.clips} clips, {record.classes} classes, {record.quarantined} quarantined")
 
 
 # ---------------------------------------------------------------- make and restore versions
 
 
 def make_version(root: Path, message: str = "", commit: bool = False, push: bool = True,
-                 target: str = "data") -> tuple[VersionRecord, str | None]:
+                 target: str = "data", remote: str | None = None) -> tuple[VersionRecord, str | None]:
     """Version data/ (DVC add + push), record it in the list, commit the pointers when asked and in git."""
-    v = version_data(root, target, push)
+    v = version_data(root, target, push, remote)
     record = _record(root, v, message, target)
     sha = git_commit_version(root, record, target) if commit and in_git_repo(root) else None
     return record, sha
@@ -238,7 +271,8 @@ def changed_files(root: Path, target: str = "data") -> list[str]:
     return changes
 
 
-def checkout_version(root: Path, prefix: str, force: bool = False, target: str = "data") -> VersionRecord:
+def checkout_version(root: Path, prefix: str, force: bool = False, target: str = "data",
+                     remote: str | None = None) -> VersionRecord:
     """Restore data/ to a listed version from the DVC cache (fetching from the remote when needed).
 
     Refuses when data/ holds changes no version records, unless `force`: they would be lost.
@@ -254,14 +288,23 @@ def checkout_version(root: Path, prefix: str, force: bool = False, target: str =
                                  "`mirops data version` them first or pass --force to discard them")
     _dvc_logs_to_stderr()
     _write_pointer(root, record, target)
-    repo = ensure_repo(root)
+    repo = ensure_repo(root, remote)
     targets = [os.fspath(root / f"{target}.dvc")]
     try:
         try:
             repo.checkout(targets=targets, force=True)
         except Exception:  # objects not in the local cache: fetch them from the remote, then try again
+            from dvc.exceptions import CheckoutError
+
             repo.fetch(targets=targets)
-            repo.checkout(targets=targets, force=True)
+            try:
+                repo.checkout(targets=targets, force=True)
+            except CheckoutError as exc:
+                where = repo.config["remote"].get(repo.config["core"].get("remote", ""), {}).get("url", "none")
+                raise FileNotFoundError(f"dataset version {record.version}: neither the DVC cache "
+                                        f"({root / '.dvc' / 'cache'}) nor the remote ({where}) has all of it; "
+                                        "`dvc remote list` shows the remotes, settings `dvc.remote` "
+                                        "chooses one") from exc
     finally:
         repo.close()
     return record
@@ -313,3 +356,59 @@ def local_remote(root: Path) -> Path | None:
         return None
     path = Path(url)
     return path if path.is_absolute() else root / ".dvc" / path
+
+
+# ---------------------------------------------------------------- the pipeline's dvc.lock
+
+
+@dataclass(frozen=True)
+class PipelineStage:
+    name: str                # as DVC addresses it: "audit", "train@reprogram"
+    params: tuple[str, ...]  # params.yaml keys it depends on ("reprogram", "ingest.crop")
+    outs: tuple[str, ...]    # its outputs, relative to the project root
+
+
+def pipeline_stages(root: Path) -> list[PipelineStage]:
+    """The stages of dvc.yaml, `foreach` expanded, in DVC's order."""
+    from dvc.dependency.param import ParamsDependency
+
+    _dvc_logs_to_stderr()
+    repo = ensure_repo(root)
+    try:
+        return [PipelineStage(stage.name,  # not .addressing: that one is relative to the working directory
+                              tuple(k for d in stage.deps if isinstance(d, ParamsDependency) for k in d.params),
+                              tuple(o.def_path for o in stage.outs))
+                for stage in repo.index.stages if stage.cmd]
+    finally:
+        repo.close()
+
+
+def commit_stages(root: Path, names: list[str]) -> tuple[list[str], dict[str, str]]:
+    """`dvc commit --force` each stage in `names`: dvc.lock records its dependencies and outputs as they are
+    now, which is right only because its outputs were just made by the command it names. Returns the stages
+    committed and, per stage that could not be, why (an output missing, say)."""
+    from dvc.exceptions import DvcException
+
+    _dvc_logs_to_stderr()
+    repo = ensure_repo(root)
+    done, failed = [], {}
+    try:
+        # What `dvc commit --force STAGE` does, on the stage objects: DVC resolves a target path against the
+        # working directory, which need not be the project.
+        with repo.lock:
+            stages = {stage.name: stage for stage in repo.index.stages if stage.cmd}
+            for name in names:
+                try:
+                    if name not in stages:
+                        raise DvcException(f"dvc.yaml has no stage {name!r}")
+                    # No run cache: nothing to reuse (outputs are small, uncached files), and DVC 3.67 resolves
+                    # its entries against the working directory.
+                    stages[name].save(run_cache=False)
+                    stages[name].commit()
+                    stages[name].dump(update_pipeline=False)
+                    done.append(name)
+                except DvcException as exc:
+                    failed[name] = str(exc)
+    finally:
+        repo.close()
+    return done, failed

@@ -5,7 +5,7 @@ plots; a critical failure stops the pipeline, and training refuses a version who
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -30,12 +30,16 @@ class AuditNotPassed(RuntimeError):
 
 @dataclass
 class AuditSummary:
+    """What the audit stage returns: plain values, so `mirops --json audit` and Prefect serialise it."""
+
     success: bool
     run_id: str
     json_path: str
     html_path: str
     critical_failures: list[str]
     warnings: list[str]
+    data_docs: str | None = None  # GE's Data Docs index (artifacts/data_docs/index.html)
+    data_docs_pages: dict[str, str] = field(default_factory=dict)  # suite -> its validation result page
 
 
 def folder_clips(settings: Settings, folder: Path) -> DatasetClips:
@@ -69,30 +73,35 @@ def audit(settings: Settings, dataset_version: str | None = None, raise_on_failu
             settings.artifacts_dir / lineage.ARTIFACT_AUDIT, ds.id, audio=audio,
             duplicates=audio_duplicates(settings, clips, ds.manifest),
             reference=(ref.manifest, ref.spec, ref.id) if ref else None, quarantined=len(quarantined),
+            data_docs_dir=settings.artifacts_dir / lineage.ARTIFACT_DATA_DOCS,
         )
         with tracking.run(settings, "audit", lineage.STEP_AUDIT, ds.id) as run:
             failed = [c for c in result.checks if not c["success"]]
             run.log_metrics({"checks": len(result.checks), "checks_failed": len(failed),
                              "critical_failures": len(result.critical_failures), "clips": len(ds.manifest),
-                             "clips_quarantined": len(quarantined)}
+                             "clips_quarantined": len(quarantined), "audit_seconds": result.seconds}
                             | {f"quarantined_{r}": n for r, n in reason_counts(quarantined).items()})
             if len(quarantined):
                 run.log_table(quarantined, "quarantine/quarantine.json")
             run.log_metrics({f"suite_{name}_failed": sum(1 for c in failed if c["suite"] == name)
                              for name in dict.fromkeys(c["suite"] for c in result.checks)})
             run.set_tags({lineage.TAG_AUDIT_SUCCESS: str(result.success).lower(),
-                          lineage.TAG_AUDIT_REFERENCE: ref.id if ref else "none"})
+                          lineage.TAG_AUDIT_REFERENCE: ref.id if ref else "none"}
+                         | ({lineage.TAG_DATA_DOCS: result.data_docs.as_uri()} if result.data_docs else {}))
             for name, fig in plots.audit_plots(result.tables).items():
                 run.log_figure(fig, f"plots/{name}")
             run.log_file(Path(result.json_path), lineage.ARTIFACT_AUDIT)
             run.log_file(Path(result.html_path), lineage.ARTIFACT_AUDIT)
         summary = AuditSummary(result.success, run.id, str(result.json_path), str(result.html_path),
-                               list(result.critical_failures), list(result.warnings))
+                               list(result.critical_failures), list(result.warnings),
+                               str(result.data_docs) if result.data_docs else None,
+                               {name: str(page) for name, page in result.data_docs_pages.items()})
         dashboards.record_audit(settings, ds.id, ds.manifest, ds.spec, result.tables.get("audio"), quarantined,
                                 result.success, summary.run_id)  # the data-quality dashboard (a warning if it fails)
     colour = "green" if result.success else "red"
     console.print(f"[bold]audit[/] [{colour}]{'passed' if result.success else 'FAILED'}[/] "
-                  f"({len(result.checks)} checks, {len(result.warnings)} warnings) → {result.html_path}")
+                  f"({len(result.checks)} checks, {len(result.warnings)} warnings) → {result.html_path}"
+                  + (f"; Data Docs {result.data_docs}" if result.data_docs else ""))
     if raise_on_failure:
         raise_for_critical(result)
     return summary

@@ -23,6 +23,8 @@ from mirops.data.dataset import DatasetVersion
 from mirops.data.manifest import TEST
 from mirops.families import family
 from mirops.features.dataset_clips import DatasetClips
+from mirops.pipeline import dvc_outputs
+from mirops.pipeline.dataset_inputs import split_table
 from mirops.pipeline.version import open_dataset
 from mirops.progress import console
 from mirops.registry import models, tracking
@@ -104,14 +106,19 @@ def evaluate(settings: Settings, run_id: str | None = None, family_name: str = "
     threshold = models.serving_spec(model_uri).threshold
     with open_dataset(settings, trained_on) as ds:
         predictions = predict_test(settings, ds, model_uri)
+        test_input = split_table(ds, ds.split(TEST))
+        dataset_name = f"{settings.data_dir.name}/{TEST}"
     summary, per_class = score(predictions, threshold)
     metrics = {f"test_{k}": v for k, v in summary.items()}
     with tracking.resume(settings, run_id) as active:
+        active.log_dataset(test_input, dataset_name, trained_on, str(settings.data_dir), TEST)  # Datasets tab
         active.log_metrics(metrics)
         active.log_json(per_class, lineage.PER_CLASS_FILE)
         active.log_frame(predictions.frame(), lineage.PREDICTIONS_FILE)
         active.log_figure(plots.per_class_bars(per_class, title="test split, per class"), "plots/test_per_class.png")
     atomic_write_json(settings.artifacts_dir / lineage.ARTIFACT_EVALUATE / "metrics.json",
                       {"run_id": run_id, "dataset_version": trained_on, **metrics})
+    # dvc.yaml's metrics and plots of evaluate@F (git-tracked: `dvc metrics diff`, `dvc exp show`)
+    dvc_outputs.write_evaluation(settings, run.data.tags.get(lineage.TAG_FAMILY, family_name), metrics, per_class)
     console.print("[bold]evaluate[/] " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
     return metrics

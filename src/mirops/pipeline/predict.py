@@ -3,8 +3,10 @@
 Models load only through the registry (`models:/NAME@ALIAS` or `models:/NAME/VERSION`), so every answer
 names the version that gave it, and they are fed as their serving spec says (`mirops.models.serving`): audio
 through the project's own decoding (`mirops.data.audio`) at the model's sample rate, cut into clip-length
-windows whose probabilities are averaged, a class positive at the model's threshold. A file that cannot be
-used gets an entry saying why, and the other files are still classified.
+windows whose probabilities are averaged, a class positive at the model's threshold. The windowing and the
+averaging are the model's own pyfunc (`mirops.registry.waveform_pyfunc`, what `mlflow.pyfunc.load_model`
+gives anyone), so `mirops predict` and MLflow serving give the same numbers. A file that cannot be used gets
+an entry saying why, and the other files are still classified.
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
+import pandas as pd
 
 from mirops.config import Settings
 from mirops.data.audio import AUDIO_SUFFIXES, AudioError, load_audio
@@ -23,6 +24,7 @@ from mirops.models.serving import ServingSpec
 from mirops.progress import progress
 from mirops.registry import models, tracking
 from mirops.registry.models import ModelRef
+from mirops.registry.waveform_pyfunc import WAVE_COLUMN
 
 
 @dataclass
@@ -81,57 +83,30 @@ def predict(settings: Settings, model_uri: str, paths: Sequence[str | Path], bat
         raise ValueError(f"threshold {threshold}: expected a probability in [0, 1]")
     tracking.point_at_store(settings)  # reading only: no experiment is created
     ref = models.resolve(model_uri)
-    # Load the resolved version, not the alias: the alias may move while we run, the answer must not.
-    model, serving = models.load_served(ref.version_uri)
+    # Load the resolved version, not the alias: the alias may move while we run, the answer must not. The
+    # classifier is the model's own pyfunc (what `mlflow.pyfunc.load_model` gives anyone), so the windowing,
+    # the averaging and the class columns are the served model's, not a second copy of them here.
+    classifier, serving = models.load_classifier(ref.version_uri)
     serving = serving.with_threshold(threshold)
-    classes, n = list(serving.classes), serving.window_samples
+    classes = list(serving.classes)
 
     files, failed = expand(paths)
-    sums: dict[int, np.ndarray] = {}
-    left: dict[int, int] = {}       # windows of a file still waiting for the model
-    n_windows: dict[int, int] = {}
-    durations: dict[int, float] = {}
-    pending: list[tuple[int, np.ndarray]] = []  # (file index, window), across files so batches stay full
-    done: dict[int, FilePrediction] = {}
-    errors: dict[int, FileFailure] = {}
-
-    def finish(i: int) -> None:
-        probs = (sums.pop(i) / n_windows[i]).tolist()
-        ranked = sorted(zip(classes, probs, strict=True), key=lambda cp: -cp[1])
-        done[i] = FilePrediction(str(files[i]), dict(zip(classes, probs, strict=True)),
-                                 [c for c, p in ranked if p >= serving.threshold], durations[i], n_windows[i])
-
-    def run_batch() -> None:
-        with torch.no_grad():
-            logits = model(torch.from_numpy(np.stack([w for _, w in pending])))
-        if logits.ndim != 2 or logits.shape[1] != len(classes):
-            raise ValueError(f"version {ref.version} returned logits of shape {tuple(logits.shape)}, expected "
-                             f"[batch, {len(classes)}] for its classes")
-        for (i, _), p in zip(pending, torch.sigmoid(logits.float()).numpy().astype(np.float64), strict=True):
-            sums[i] = sums.get(i, 0.0) + p
-            left[i] -= 1
-            if left[i] == 0:
-                finish(i)
-        pending.clear()
-
+    done: list[FilePrediction] = []
     with progress(f"predict ({ref.name} v{ref.version})", len(files)) as advance:
-        for i, path in enumerate(files):
+        for path in files:
             try:
                 wave = load_audio(path, serving.sample_rate)
             except AudioError as exc:
-                errors[i] = FileFailure(str(path), exc.reason, exc.detail)
+                failed.append(FileFailure(str(path), exc.reason, exc.detail))
                 advance()
                 continue
-            durations[i] = len(wave) / serving.sample_rate
-            chunks = windows(wave, n)
-            left[i] = n_windows[i] = len(chunks)
-            for chunk in chunks:
-                pending.append((i, chunk))
-                if len(pending) == batch_size:
-                    run_batch()
+            answer = classifier.predict(pd.DataFrame({WAVE_COLUMN: [wave]}), params={"batch_size": batch_size})
+            if list(answer.columns) != classes or len(answer) != 1:
+                raise ValueError(f"version {ref.version} answered columns {list(answer.columns)} for one file, "
+                                 f"expected one row with its classes {classes}")
+            probs = dict(zip(classes, answer.iloc[0].astype(float).tolist(), strict=True))
+            ranked = sorted(probs.items(), key=lambda cp: -cp[1])
+            done.append(FilePrediction(str(path), probs, [c for c, p in ranked if p >= serving.threshold],
+                                       len(wave) / serving.sample_rate, len(windows(wave, serving.window_samples))))
             advance()
-        if pending:
-            run_batch()
-    order = range(len(files))
-    return Predictions(ref, serving, [done[i] for i in order if i in done],
-                       failed + [errors[i] for i in order if i in errors])
+    return Predictions(ref, serving, done, failed)

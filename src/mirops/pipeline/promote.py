@@ -138,7 +138,7 @@ def promote(settings: Settings, name: str | None = None, version: str | None = N
             decision.dry_run = True
             emit(decision)
             return decision
-        with registry_lock(name):
+        with registry_lock(name, settings.registry.lock_url, settings.root):
             if models.alias_version(name, models.CHAMPION) != decision.champion_before:
                 continue  # the champion moved while we scored: judge again against the new one
             promotion.apply(settings, decision, metrics, artifacts)
@@ -153,7 +153,7 @@ def rollback(settings: Settings, name: str | None = None, reason: str = "", dry_
     """Point `champion` back at the previous champion (the one before the current, skipping deleted ones)."""
     name = name or settings.registry.model_name
     tracking.setup(settings)
-    with registry_lock(name):
+    with registry_lock(name, settings.registry.lock_url, settings.root):
         current = models.alias_version(name, models.CHAMPION)
         previous = promotion.previous_champion(name)
         if current is None or previous is None:

@@ -21,7 +21,9 @@ from mirops.config import Settings
 from mirops.data.cache import config_digest
 from mirops.families import family
 from mirops.families.base import ModelFamily, Trained
+from mirops.pipeline import dvc_outputs
 from mirops.pipeline.audit import require_passed
+from mirops.pipeline.dataset_inputs import log_splits
 from mirops.pipeline.version import open_dataset
 from mirops.progress import console, progress
 from mirops.registry import models, tracking
@@ -101,24 +103,29 @@ def train(settings: Settings, family_name: str = "reprogram", dataset_version: s
         prepared = fam.prepare(settings, ds)
     device = resolve_device(fam.params(settings).device)
     reopen = checkpoints.run_to_reopen()
-    with tracking.run(settings, name, lineage.STEP_TRAIN, ds.id, run_id=reopen) as run:
+    with tracking.run(settings, name, lineage.STEP_TRAIN, ds.id, run_id=reopen, system_metrics=True) as run:
         if reopen is None:
             run.log_params(fam.logged_params(settings) | {"classes": ",".join(prepared.classes)}
                            | {f"{s}_clips": len(rows) for s, rows in prepared.parts.items()})
             run.set_tags(audit_tags | fam.run_tags(settings) | {lineage.TAG_FAMILY: fam.name,
                                                                  lineage.TAG_DEVICE: str(device),
                                                                  lineage.TAG_CHECKPOINTS: str(checkpoints.folder)})
+            log_splits(run, settings, ds, prepared.parts)  # the run's Datasets tab: train / valid / test
         checkpoints.write_meta(run_id=run.id)
         trained = fit_logged(run, lambda on_epoch: fam.train(settings, prepared, checkpoints, resume, on_epoch, run),
                              fam.epochs(settings), checkpoints, name)
         model = trained.model
         trainable, total = fam.count_parameters(model)
         run.log_metrics({"params_trainable": trainable, "params_total": total, "clips_skipped": prepared.skipped})
-        model_uri = models.log_model(model.cpu(), fam.serving(settings, prepared, model))  # logged from the CPU
+        model_uri = models.log_model(model.cpu(), fam.serving(settings, prepared, model), ds.id)  # from the CPU
     checkpoints.write_meta(finished=True)
     atomic_write_json(run_file(settings, fam), {"run_id": run.id, "model_uri": model_uri, "dataset_version": ds.id,
                                                 "family": fam.name})
     result = trained.result
+    dvc_outputs.write_training(settings, fam.name, result.history, {  # dvc.yaml's metrics and plots of train@F
+        "best_epoch": result.best_epoch, "epochs": len(result.history), "stopped_early": result.stopped_early,
+        **{f"best_valid_{k}": v for k, v in result.best_valid.items()},
+        "params_trainable": trainable, "params_total": total})
     console.print(f"[bold]train[/] run {run.id}: best epoch {result.best_epoch}, "
                   f"valid mAP {result.best_valid.get('mAP', float('nan')):.3f}, "
                   f"{trainable:,} trainable of {total:,} parameters")

@@ -1,79 +1,61 @@
-"""A lock held in the MLflow registry itself, so it works wherever the registry is shared.
+"""The promotion lock: one move of a registered model's aliases at a time, wherever the registry is shared.
 
-Creating a registered model is atomic in every MLflow backend (a unique name in the database, sqlite or
-PostgreSQL, behind a server or not), so "create `<name>.promotion-lock`" is a compare-and-set that two
-processes on two machines cannot both win. Releasing deletes it. A holder that died leaves a lock with an
-expiry tag; a waiter removes it once expired (locks are held for seconds, the expiry is minutes).
+A lock primitive made for it, chosen by where the registry lives, never an object in the registry itself (a
+lock posing as a registered model showed up in the MLflow UI while it was held):
+- the store is PostgreSQL (`MLFLOW_TRACKING_URI=postgresql://...`), or `registry.lock_url` names a
+  PostgreSQL database: a session advisory lock there, which every machine reaching the database shares;
+- the store is an SQLite file: an flock on a file beside it (`<db>.locks/<name>.promotion.lock`), shared by
+  every process using that file;
+- a tracking server without `registry.lock_url`: an flock under the project (`.mirops/locks/`), which
+  serialises promotions from this machine only. Set `registry.lock_url` to a PostgreSQL database (the
+  server's own backend store is the natural one) when several machines promote.
+Both kinds are released by the OS or the database when the holder dies, so there is nothing to expire.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import time
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from urllib.parse import unquote, urlparse
 
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
+import mlflow
 
-from mirops.lineage import TAG_LOCK_EXPIRES, TAG_LOCK_HOLDER
+from mirops.locks import LockBusy, advisory_lock, file_lock, holder_record
 
-LOCK_SUFFIX = ".promotion-lock"
-TAG_HOLDER, TAG_EXPIRES = TAG_LOCK_HOLDER, TAG_LOCK_EXPIRES
+LOCK_SUFFIX = ".promotion.lock"
 
 
-class LockTimeout(TimeoutError):
+class LockTimeout(LockBusy):
     """Another promotion or rollback of the same model held the lock for too long."""
 
 
-def _holder() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _already_exists(err: MlflowException) -> bool:
-    return err.error_code == "RESOURCE_ALREADY_EXISTS" or "already exists" in str(err).lower()
-
-
-def _remove_if_expired(client: MlflowClient, lock_name: str) -> None:
-    try:
-        expires = float(client.get_registered_model(lock_name).tags.get(TAG_EXPIRES, "inf"))
-    except MlflowException:
-        return  # released meanwhile
-    if time.time() > expires:
-        with suppress(MlflowException):  # another waiter removed it first
-            client.delete_registered_model(lock_name)
+def lock_kind(tracking_uri: str, lock_url: str | None, project_root: Path) -> tuple[str, str]:
+    """("advisory", database URL) or ("file", lock folder) for a registry at `tracking_uri`."""
+    for url in (lock_url, tracking_uri):
+        if url and url.split("://")[0].split("+")[0] in ("postgresql", "postgres"):
+            return "advisory", url
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme == "sqlite":
+        db = Path(unquote(parsed.path))
+        return "file", str(db.with_name(db.name + ".locks"))
+    return "file", str(Path(project_root).resolve() / ".mirops" / "locks")
 
 
 @contextmanager
-def registry_lock(model_name: str, timeout: float = 120.0, expiry: float = 600.0,
-                  poll: float = 0.2) -> Iterator[str]:
-    """Hold the promotion lock of `model_name`; yields the holder id."""
-    client = MlflowClient()
-    lock_name, holder = model_name + LOCK_SUFFIX, _holder()
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client.create_registered_model(
-                lock_name, tags={TAG_HOLDER: holder, TAG_EXPIRES: f"{time.time() + expiry:.3f}"},
-                description=f"held by {holder} while it moves the aliases of {model_name}; "
-                            "deleted when it finishes")
-            break
-        except MlflowException as err:
-            if not _already_exists(err):
-                raise
-        if time.monotonic() > deadline:
-            raise LockTimeout(f"{lock_name} is held by another promotion or rollback of {model_name} "
-                              f"(waited {timeout:.0f} s); if no such process is alive, it expires by itself "
-                              f"or `mlflow` can delete the registered model {lock_name!r}")
-        _remove_if_expired(client, lock_name)
-        time.sleep(poll)
+def registry_lock(model_name: str, lock_url: str | None = None, project_root: Path = Path("."),
+                  timeout: float = 120.0) -> Iterator[str]:
+    """Hold the promotion lock of `model_name` (in MLflow's current registry); yields the holder id."""
+    holder = holder_record(model=model_name)
+    kind, where = lock_kind(mlflow.get_tracking_uri(), lock_url, project_root)
+    what = f"the promotion lock of {model_name}"
+    held = (advisory_lock(where, f"mirops.promotion:{model_name}", holder, timeout, what) if kind == "advisory"
+            else file_lock(Path(where) / f"{model_name}{LOCK_SUFFIX}", holder, timeout, what))
+    stack = ExitStack()
     try:
-        yield holder
-    finally:
-        try:  # only our own: a waiter may have removed ours as expired and taken the lock since
-            if client.get_registered_model(lock_name).tags.get(TAG_HOLDER) == holder:
-                client.delete_registered_model(lock_name)
-        except MlflowException:
-            pass
+        stack.enter_context(held)
+    except LockBusy as busy:
+        raise LockTimeout(f"{busy}: another promotion or rollback of {model_name} is running; rerun when it is "
+                          "done (the lock is released as soon as its holder exits, even by a crash)") from None
+    with stack:
+        yield holder["id"]

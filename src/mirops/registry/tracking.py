@@ -18,23 +18,44 @@ from typing import Any
 import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_GIT_BRANCH, MLFLOW_GIT_COMMIT, MLFLOW_GIT_DIRTY, MLFLOW_GIT_REPO_URL
 
 from mirops.config import Settings
 from mirops.lineage import TAG_DATASET_VERSION, TAG_GIT_COMMIT, TAG_STEP
 
 
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+
 def git_commit(root: Path) -> str:
     """The commit of the code that produced a run ("unknown" outside git), with "-dirty" for local edits."""
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
-        ).stdout.strip()
+        sha = _git(root, "rev-parse", "HEAD")
+        dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
     except (subprocess.CalledProcessError, FileNotFoundError):
         return "unknown"
     return f"{sha}-dirty" if dirty else sha
+
+
+def git_source_tags(root: Path, commit: str) -> dict[str, str]:
+    """MLflow's own source tags (`mlflow.source.git.commit`, branch, repo URL), which its UI shows and links.
+
+    MLflow fills them itself only for a script run from inside a repository; `mirops` is an installed command,
+    so they are set here from the project's checkout. The commit is the bare SHA (MLflow links it); local edits
+    show in `mlflow.source.git.dirty`.
+    """
+    if commit == "unknown":
+        return {}
+    tags = {MLFLOW_GIT_COMMIT: commit.removesuffix("-dirty"), MLFLOW_GIT_DIRTY: str(commit.endswith("-dirty")).lower()}
+    for key, args in ((MLFLOW_GIT_BRANCH, ("rev-parse", "--abbrev-ref", "HEAD")),
+                      (MLFLOW_GIT_REPO_URL, ("config", "--get", "remote.origin.url"))):
+        try:
+            if value := _git(root, *args):
+                tags[key] = value
+        except (subprocess.CalledProcessError, FileNotFoundError):
+            pass  # no branch (detached) or no remote: MLflow shows the commit alone
+    return tags
 
 
 def _set_tracking_uri(uri: str) -> None:
@@ -66,7 +87,9 @@ def setup(settings: Settings) -> str:
 
 
 def base_tags(settings: Settings, dataset_version: str, step: str) -> dict[str, str]:
-    return {TAG_DATASET_VERSION: dataset_version, TAG_GIT_COMMIT: git_commit(settings.root), TAG_STEP: step}
+    commit = git_commit(settings.root)
+    return {TAG_DATASET_VERSION: dataset_version, TAG_GIT_COMMIT: commit, TAG_STEP: step,
+            **git_source_tags(settings.root, commit)}
 
 
 class Run:
@@ -117,6 +140,15 @@ class Run:
         mlflow.log_figure(fig, artifact_file)
         plt.close(fig)
 
+    @staticmethod
+    def log_dataset(frame: Any, name: str, digest: str, source: str, context: str) -> None:
+        """A table the run used as an MLflow dataset input (its Datasets tab): `digest` is the dataset version
+        (the DVC md5), `source` where it lives, `context` how the run used it (train, valid, test, ...)."""
+        import mlflow.data
+
+        dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest[:36])
+        mlflow.log_input(dataset, context=context)
+
     def metric_steps(self, key: str) -> set[int]:
         """The steps at which metric `key` is logged on this run (e.g. the epochs a resumed run reported)."""
         return {m.step for m in MlflowClient().get_metric_history(self.id, key)}
@@ -141,16 +173,20 @@ class Run:
 
 @contextmanager
 def run(settings: Settings, name: str, step: str, dataset_version: str, run_id: str | None = None,
-        nested: bool = False) -> Iterator[Run]:
+        nested: bool = False, system_metrics: bool = False) -> Iterator[Run]:
     """Start a run tagged with the dataset version and git commit (`run_id`: reopen that run, e.g. to resume
-    an interrupted training; `nested`: a child of the active run)."""
+    an interrupted training; `nested`: a child of the active run; `system_metrics`: MLflow samples CPU, memory,
+    disk and network (and GPUs, where pynvml is installed) while the run is open, shown in its System metrics
+    tab)."""
     if not nested:
         setup(settings)
+    sampled = {"log_system_metrics": True} if system_metrics else {}
     if run_id is not None:
-        with mlflow.start_run(run_id=run_id, nested=nested) as active:
+        with mlflow.start_run(run_id=run_id, nested=nested, **sampled) as active:
             yield Run(active)
         return
-    with mlflow.start_run(run_name=name, tags=base_tags(settings, dataset_version, step), nested=nested) as active:
+    with mlflow.start_run(run_name=name, tags=base_tags(settings, dataset_version, step), nested=nested,
+                          **sampled) as active:
         yield Run(active)
 
 
