@@ -45,7 +45,8 @@ def describe(holder: dict[str, Any]) -> str:
 
 
 def _wait(try_take: Callable[[], bool], who: Callable[[], dict[str, Any]], what: str, wait_s: float,
-          say: Callable[[str], None] | None, poll_s: float) -> float:
+          say: Callable[[str], None] | None, poll_s: float,
+          describe: Callable[[dict[str, Any]], str] = describe) -> float:
     started, said = time.monotonic(), None
     while not try_take():
         waited = time.monotonic() - started
@@ -69,8 +70,10 @@ def read_holder(path: Path) -> dict[str, Any]:
 
 @contextmanager
 def file_lock(path: Path, holder: dict[str, Any], wait_s: float, what: str,
-              say: Callable[[str], None] | None = None, poll_s: float = 0.2) -> Iterator[float]:
-    """Hold an flock on `path` inside the block (yields the seconds waited); `holder` is written into it."""
+              say: Callable[[str], None] | None = None, poll_s: float = 0.2,
+              describe: Callable[[dict[str, Any]], str] = describe) -> Iterator[float]:
+    """Hold an flock on `path` inside the block (yields the seconds waited); `holder` is written into it and
+    `describe` turns it into words for the waiters."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -83,7 +86,7 @@ def file_lock(path: Path, holder: dict[str, Any], wait_s: float, what: str,
             return False
 
     try:
-        waited = _wait(try_take, lambda: read_holder(path), f"{what} ({path})", wait_s, say, poll_s)
+        waited = _wait(try_take, lambda: read_holder(path), f"{what} ({path})", wait_s, say, poll_s, describe)
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder, default=str).encode(), 0)
         try:

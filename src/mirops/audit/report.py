@@ -26,6 +26,7 @@ import pandas as pd
 
 from mirops.atomic import atomic_write_bytes
 from mirops.audit.checkpoint import run_checkpoints
+from mirops.audit.errors import AuditFailed as AuditFailed  # raised here, defined light for the CLI
 from mirops.audit.suites import Suite, load_suites, suite_parameters
 from mirops.audit.tables import ROW_DETAILS, ROW_NAMES, derived_tables
 from mirops.config import AuditParams
@@ -54,21 +55,6 @@ class AuditResult:
     data_docs_pages: dict[str, Path] = field(default_factory=dict)  # suite -> its validation result page
     seconds: float = 0.0  # how long the audit took (logged to MLflow; never written to audit.json)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)  # what the suites validated
-
-
-class AuditFailed(RuntimeError):
-    """A critical expectation failed; `.result` holds the whole audit."""
-
-    def __init__(self, result: AuditResult) -> None:
-        self.result = result
-        places = [f"{name}: {path}" for name, path in (("report", result.html_path), ("Data Docs", result.data_docs))
-                  if path]
-        where = f" ({'; '.join(places)})" if places else ""
-        failures = "\n  - ".join(result.critical_failures) or "unknown failure"
-        super().__init__(
-            f"dataset audit of {result.dataset_version} failed: {len(result.critical_failures)} critical "
-            f"expectation(s){where}\n  - {failures}"
-        )
 
 
 def raise_for_critical(result: AuditResult) -> None:

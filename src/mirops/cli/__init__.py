@@ -32,9 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     args = merge_common(build_parser().parse_args(argv))
     root = Path(args.root or ".").resolve()
     quiet_and_offline(root)
-    from mirops.audit.report import AuditFailed
+    from mirops.audit.errors import AuditFailed, AuditNotPassed
     from mirops.locks import LockBusy
-    from mirops.pipeline.audit import AuditNotPassed
 
     try:
         args.func(args)

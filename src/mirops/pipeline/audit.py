@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from mirops import lineage, plots
+from mirops.audit.errors import AuditNotPassed as AuditNotPassed  # raised here, defined light for the CLI
 from mirops.audit.report import raise_for_critical, run_audit
 from mirops.config import Settings
 from mirops.data.cache import ArrayCache
@@ -22,10 +23,6 @@ from mirops.pipeline import dashboards
 from mirops.pipeline.version import open_dataset
 from mirops.progress import console, warn
 from mirops.registry import tracking
-
-
-class AuditNotPassed(RuntimeError):
-    """Training was asked for on a dataset version whose audit failed."""
 
 
 @dataclass

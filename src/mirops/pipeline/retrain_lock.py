@@ -55,7 +55,7 @@ def retraining_lock(root: Path, holder: dict[str, Any], wait_s: float, say: Call
     stack = ExitStack()
     try:
         waited = stack.enter_context(locks.file_lock(path, locks.holder_record(**holder), wait_s,
-                                                     "the project's retraining lock", say, poll_s))
+                                                     "the project's retraining lock", say, poll_s, describe))
     except locks.LockBusy:
         raise ProjectBusy(
             f"skipped: another retraining of the project {Path(root).resolve()} is running "
