@@ -39,8 +39,11 @@ demo: setup
 	$(BIN)/mirops pipeline run; \
 	echo "pipeline wall time: $$(( $$(date +%s) - start )) s" >&2
 
+# Two workers (pytest-xdist), one test file each at a time: module fixtures (a pipeline run, a server) are built
+# once, and the servers' and subprocesses' waiting overlaps with the other worker's computing.
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -138,6 +138,31 @@ def test_an_experiment_reruns_training_and_lists_its_test_metrics_beside_the_bas
 
 @needs_soundfonts
 @pytest.mark.slow
+def test_the_training_run_shows_its_datasets_commit_and_system_metrics_in_mlflow(ran):
+    """What the MLflow UI shows without mirops: the Datasets tab, the source commit, the System metrics tab."""
+    import mlflow
+
+    from mirops.config import Settings
+    from mirops.registry import tracking
+
+    settings = Settings.load(ran)
+    tracking.point_at_store(settings)
+    tracking.setup(settings)
+    run = mlflow.search_runs(filter_string="tags.`mirops.step` = 'train'", order_by=["attributes.start_time ASC"],
+                             output_format="list")[0]  # the pipeline's (an experiment test trains later)
+    version = run.data.tags["mirops.dataset_version"]
+    inputs = {(d.dataset.name, d.dataset.digest, next(t.value for t in d.tags if t.key == "mlflow.data.context"))
+              for d in run.inputs.dataset_inputs}
+    assert inputs == {(f"data/{split}", version, split) for split in ("train", "valid", "test")}
+    schema = json.loads(next(d.dataset.schema for d in run.inputs.dataset_inputs if d.dataset.name == "data/train"))
+    assert {"clip_id", "path", "group", *settings.demo.classes} <= {c["name"] for c in schema["mlflow_colspec"]}
+    # The clone's commit (the pipeline's own commit of data.dvc comes after training).
+    assert run.data.tags["mlflow.source.git.commit"] == git(ran, "rev-parse", "HEAD~1").strip()
+    assert any(key.startswith("system/cpu_utilization") for key in run.data.metrics), sorted(run.data.metrics)
+
+
+@needs_soundfonts
+@pytest.mark.slow
 def test_make_clean_keeps_every_version_and_checkout_restores_one(ran):
     version = yaml.safe_load((ran / "data.dvc").read_text())["outs"][0]["md5"].removesuffix(".dir")
     manifest = (ran / "data" / "manifest.parquet").read_bytes()
@@ -204,28 +229,3 @@ def test_the_record_leaves_out_stages_run_with_other_settings_and_commits_only_i
     committed = git(root, "show", "--name-only", "--format=", record.git_commit).split()
     assert set(committed) == {"data.dvc", "data.versions.jsonl", ".gitignore", "dvc.lock", "metrics/pre.json"}
     assert "staged-by-the-user.txt" in git(root, "diff", "--cached", "--name-only")  # still staged, not committed
-
-
-@needs_soundfonts
-@pytest.mark.slow
-def test_the_training_run_shows_its_datasets_commit_and_system_metrics_in_mlflow(ran):
-    """What the MLflow UI shows without mirops: the Datasets tab, the source commit, the System metrics tab."""
-    import mlflow
-
-    from mirops.config import Settings
-    from mirops.registry import tracking
-
-    settings = Settings.load(ran)
-    tracking.point_at_store(settings)
-    tracking.setup(settings)
-    run = mlflow.search_runs(filter_string="tags.`mirops.step` = 'train'", order_by=["attributes.start_time ASC"],
-                             output_format="list")[0]  # the pipeline's (an experiment test trains later)
-    version = run.data.tags["mirops.dataset_version"]
-    inputs = {(d.dataset.name, d.dataset.digest, next(t.value for t in d.tags if t.key == "mlflow.data.context"))
-              for d in run.inputs.dataset_inputs}
-    assert inputs == {(f"data/{split}", version, split) for split in ("train", "valid", "test")}
-    schema = json.loads(next(d.dataset.schema for d in run.inputs.dataset_inputs if d.dataset.name == "data/train"))
-    assert {"clip_id", "path", "group", *settings.demo.classes} <= {c["name"] for c in schema["mlflow_colspec"]}
-    # The clone's commit (the pipeline's own commit of data.dvc comes after training).
-    assert run.data.tags["mlflow.source.git.commit"] == git(ran, "rev-parse", "HEAD~1").strip()
-    assert any(key.startswith("system/cpu_utilization") for key in run.data.metrics), sorted(run.data.metrics)

@@ -3,16 +3,13 @@ command, and importing Great Expectations (seconds) just to name them would slow
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from mirops.audit.report import AuditResult
+from typing import Any
 
 
 class AuditFailed(RuntimeError):
     """A critical expectation failed; `.result` holds the whole audit."""
 
-    def __init__(self, result: AuditResult) -> None:
+    def __init__(self, result: Any) -> None:  # a mirops.audit.report.AuditResult (not imported: no cycle)
         self.result = result
         places = [f"{name}: {path}" for name, path in (("report", result.html_path), ("Data Docs", result.data_docs))
                   if path]
