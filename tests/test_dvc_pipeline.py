@@ -229,3 +229,20 @@ def test_the_record_leaves_out_stages_run_with_other_settings_and_commits_only_i
     committed = git(root, "show", "--name-only", "--format=", record.git_commit).split()
     assert set(committed) == {"data.dvc", "data.versions.jsonl", ".gitignore", "dvc.lock", "metrics/pre.json"}
     assert "staged-by-the-user.txt" in git(root, "diff", "--cached", "--name-only")  # still staged, not committed
+
+
+def test_every_parameter_a_stage_names_is_in_the_repositorys_params_yaml():
+    """DVC refuses to record (`dvc commit`) a stage whose `params:` key params.yaml lacks, even when the setting
+    has a default: a fresh clone's `make demo` would leave that stage "changed" for ever."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    missing = []
+    for name, stage in stages.items():
+        for key in stage.get("do", stage).get("params", []):
+            for family in params["dvc"]["families"] if "${item}" in str(key) else [None]:
+                node, absent = params, object()
+                for part in str(key).replace("${item}", family or "").split("."):
+                    node = node.get(part, absent) if isinstance(node, dict) else absent
+                if node is absent:  # a key set to null is present: DVC records it
+                    missing.append(f"{name}: {key}")
+    assert not missing, missing
