@@ -20,7 +20,7 @@ from typing import Any
 from prefect import flow, task
 
 from mirops import flow_files, lineage
-from mirops.audit.report import AuditFailed
+from mirops.audit.errors import AuditFailed
 from mirops.config import Settings
 from mirops.data.manifest import MANIFEST
 from mirops.pipeline import audit as audit_stage

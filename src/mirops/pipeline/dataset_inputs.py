@@ -22,10 +22,9 @@ def split_table(ds: DatasetVersion, rows: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([table, labels], axis=1)
 
 
-def log_splits(run: Run, settings: Settings, ds: DatasetVersion, parts: dict[str, pd.DataFrame],
-               contexts: dict[str, str] | None = None) -> None:
-    """Log `parts` (split -> manifest rows) as the run's dataset inputs; `contexts` renames a split's context
-    (e.g. {"train": "reference"} for the monitor)."""
-    for split, rows in parts.items():
-        run.log_dataset(split_table(ds, rows), name=f"{settings.data_dir.name}/{split}", digest=ds.id,
-                        source=str(settings.data_dir), context=(contexts or {}).get(split, split))
+def log_splits(run: Run, settings: Settings, dataset_version: str, tables: dict[str, pd.DataFrame]) -> None:
+    """Log `tables` (split -> `split_table`) of dataset version `dataset_version` as the run's dataset inputs,
+    each with its split as context."""
+    for split, table in tables.items():
+        run.log_dataset(table, name=f"{settings.data_dir.name}/{split}", digest=dataset_version,
+                        source=str(settings.data_dir), context=split)

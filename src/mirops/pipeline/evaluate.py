@@ -24,7 +24,7 @@ from mirops.data.manifest import TEST
 from mirops.families import family
 from mirops.features.dataset_clips import DatasetClips
 from mirops.pipeline import dvc_outputs
-from mirops.pipeline.dataset_inputs import split_table
+from mirops.pipeline.dataset_inputs import log_splits, split_table
 from mirops.pipeline.version import open_dataset
 from mirops.progress import console
 from mirops.registry import models, tracking
@@ -107,11 +107,10 @@ def evaluate(settings: Settings, run_id: str | None = None, family_name: str = "
     with open_dataset(settings, trained_on) as ds:
         predictions = predict_test(settings, ds, model_uri)
         test_input = split_table(ds, ds.split(TEST))
-        dataset_name = f"{settings.data_dir.name}/{TEST}"
     summary, per_class = score(predictions, threshold)
     metrics = {f"test_{k}": v for k, v in summary.items()}
     with tracking.resume(settings, run_id) as active:
-        active.log_dataset(test_input, dataset_name, trained_on, str(settings.data_dir), TEST)  # Datasets tab
+        log_splits(active, settings, trained_on, {TEST: test_input})  # the run's Datasets tab
         active.log_metrics(metrics)
         active.log_json(per_class, lineage.PER_CLASS_FILE)
         active.log_frame(predictions.frame(), lineage.PREDICTIONS_FILE)

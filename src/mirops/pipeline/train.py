@@ -23,7 +23,7 @@ from mirops.families import family
 from mirops.families.base import ModelFamily, Trained
 from mirops.pipeline import dvc_outputs
 from mirops.pipeline.audit import require_passed
-from mirops.pipeline.dataset_inputs import log_splits
+from mirops.pipeline.dataset_inputs import log_splits, split_table
 from mirops.pipeline.version import open_dataset
 from mirops.progress import console, progress
 from mirops.registry import models, tracking
@@ -110,7 +110,7 @@ def train(settings: Settings, family_name: str = "reprogram", dataset_version: s
             run.set_tags(audit_tags | fam.run_tags(settings) | {lineage.TAG_FAMILY: fam.name,
                                                                  lineage.TAG_DEVICE: str(device),
                                                                  lineage.TAG_CHECKPOINTS: str(checkpoints.folder)})
-            log_splits(run, settings, ds, prepared.parts)  # the run's Datasets tab: train / valid / test
+            log_splits(run, settings, ds.id, {s: split_table(ds, rows) for s, rows in prepared.parts.items()})
         checkpoints.write_meta(run_id=run.id)
         trained = fit_logged(run, lambda on_epoch: fam.train(settings, prepared, checkpoints, resume, on_epoch, run),
                              fam.epochs(settings), checkpoints, name)
