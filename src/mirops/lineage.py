@@ -63,6 +63,7 @@ TAG_CHAMPION_BEFORE = "mirops.champion_before"
 TAG_CHAMPION_AFTER = "mirops.champion_after"
 TAG_ROLLED_BACK_BY = "mirops.rolled_back_by"
 TAG_CHAMPION_STACK = "mirops.champion_stack"
+TAG_SKIPPED = "mirops.skipped"  # + "." + variant: why a grid parent run did not train that variant
 
 # ---------------------------------------------------------------- artifact paths (on MLflow runs)
 MODEL_ARTIFACT = "model"

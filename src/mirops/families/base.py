@@ -137,6 +137,14 @@ class ModelFamily(ABC):
                      ) -> tuple[pd.DataFrame, str, dict[str, Any]]:
         """(summary table, its stem, {artifact file: matplotlib figure}) of a finished grid."""
 
+    def grid_skip_reason(self, settings: Settings, prepared: Prepared, variant: GridVariant) -> str | None:
+        """Why `variant` cannot be built for these data (the grid then skips it, saying so), or None."""
+        return None
+
+    def skipped_row(self, settings: Settings, variant: GridVariant, reason: str) -> dict[str, Any]:
+        """The summary table's line of a skipped variant."""
+        return {"variant": variant.name, "skipped": reason}
+
     def check_grid(self, grid: str) -> None:
         if grid not in self.grids:
             raise ValueError(f"unknown {self.name} grid {grid!r}; choose one of {sorted(self.grids)}")

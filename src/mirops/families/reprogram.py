@@ -22,6 +22,7 @@ from mirops.families.base import GridVariant, ModelFamily, OnEpoch, Prepared, Tr
 from mirops.features.dataset_clips import DatasetClips
 from mirops.features.logmel import SAMPLE_RATE, YamnetLogMel
 from mirops.models.backbone import SpectrogramPool, build_backbone
+from mirops.models.mappings import SETTING, UnmappedClassError, check_label_map, merged_label_map, resolve_label_map
 from mirops.models.reprogram import ReprogrammedClassifier
 from mirops.models.serving import ServingSpec
 from mirops.plots import grid_per_class
@@ -76,6 +77,39 @@ def split_sets(settings: Settings, ds: DatasetVersion, frontend, splits: tuple[s
     return sets, parts, skipped
 
 
+def fixed_label_map(settings: Settings, net, classes: list[str], required: bool) -> tuple[dict, str | None]:
+    """The fixed AudioSet map of these classes (the built-in OpenMIC map with `reprogram.audioset_labels` on
+    top) and why it cannot be built, if it cannot (None: it can).
+
+    The setting's entries are checked against the backbone's labels here, before any frame is computed: an
+    unknown name or an out-of-range index is an error naming the class, the entry and the nearest valid name.
+    `required` (the model to train is the fixed map): a class without labels is an error naming the setting.
+    """
+    user = settings.reprogram.audioset_labels
+    label_map = merged_label_map(user)
+    names = net.label_names
+    if not names:
+        if required:
+            raise ValueError(f"reprogram.mapping=audioset: the backbone {settings.reprogram.backbone!r} has no named "
+                             "logits (no AudioSet classification head) to map from; use mapping linear")
+        return label_map, "the backbone has no AudioSet classification head (no named logits) to map from"
+    if user:
+        check_label_map(user, names, SETTING)
+    try:
+        resolve_label_map(classes, names, label_map)
+    except UnmappedClassError as exc:
+        if required:
+            raise
+        plural = "es" if len(exc.classes) > 1 else ""
+        return label_map, (f"no AudioSet labels for class{plural} {', '.join(exc.classes)} (not in the built-in "
+                           f"OpenMIC map): set `{SETTING}`")
+    except ValueError as exc:  # a built-in entry this backbone lacks (the setting's own were checked above)
+        if required:
+            raise
+        return label_map, str(exc)
+    return label_map, None
+
+
 class Reprogramming(ModelFamily):
     name = "reprogram"
     section = "reprogram"
@@ -90,13 +124,22 @@ class Reprogramming(ModelFamily):
         p = settings.reprogram
         return f"reprogram-{p.backbone}-{p.transform}-{p.mapping}"
 
+    def checkpoint_config(self, settings: Settings) -> dict[str, Any]:
+        config = super().checkpoint_config(settings)
+        if config.get("audioset_labels") is None:  # unset: the folders of runs from before the setting existed
+            config.pop("audioset_labels", None)
+        return config
+
     def prepare(self, settings: Settings, ds: DatasetVersion, grid: str | None = None) -> Prepared:
         p = settings.reprogram
         net = backbone(settings)
+        fixed_only = not grid and p.mapping == "audioset"  # one model, and it is the fixed map
+        label_map, no_fixed_map = fixed_label_map(settings, net, ds.classes, required=fixed_only)
         splits = (TRAIN, VALID, TEST) if grid else (TRAIN, VALID)
         sets, parts, skipped = split_sets(settings, ds, net.frontend, splits, p.clip_seconds, p.max_clips,
                                           lambda frames, labels, _rows: SpecSet(frames, labels))
-        return Prepared(sets, parts, skipped, ds.classes, {"backbone": net})
+        return Prepared(sets, parts, skipped, ds.classes, {"backbone": net, "label_map": label_map,
+                                                           "no_fixed_map": no_fixed_map})
 
     def build(self, settings: Settings, prepared: Prepared, transform: str, mapping: str,
               use_backbone: bool = True) -> ReprogrammedClassifier:
@@ -106,6 +149,7 @@ class Reprogramming(ModelFamily):
         core = net if use_backbone else SpectrogramPool.like(net)
         return ReprogrammedClassifier(core, prepared.classes, transform=transform,
                                       final_relu=settings.reprogram.final_relu, mapping=mapping,
+                                      label_map=prepared.extra.get("label_map"),
                                       input_frames=prepared.sets[TRAIN].specs.shape[1])
 
     def _fit(self, settings: Settings, model, prepared: Prepared, checkpoints, resume: bool,
@@ -139,6 +183,13 @@ class Reprogramming(ModelFamily):
         return [GridVariant(v.name, {"reprogram.transform": v.transform, "reprogram.mapping": v.mapping,
                                      "backbone_used": v.backbone}, {}, v)
                 for v in grids.grid_variants(grid)]
+
+    def grid_skip_reason(self, settings: Settings, prepared: Prepared, variant: GridVariant) -> str | None:
+        """The fixed-map variant needs AudioSet labels for every class (`reprogram.audioset_labels`)."""
+        return prepared.extra.get("no_fixed_map") if variant.spec.mapping == "audioset" else None
+
+    def skipped_row(self, settings: Settings, variant: GridVariant, reason: str) -> dict[str, Any]:
+        return grids.skipped_row(variant.spec, reason)
 
     def train_variant(self, settings: Settings, prepared: Prepared, variant: GridVariant, checkpoints,
                       resume: bool, on_epoch: OnEpoch, run) -> tuple[Trained, VariantOutcome]:

@@ -3,7 +3,9 @@
 * `OutputMapping`: LayerNorm + Linear on the clip embedding, trained (the reference head, docs/methods.md §1.5;
   16,916 parameters for 768 -> 20).
 * `AudioSetLabelMap`: a fixed many-to-one map from the backbone's AudioSet logits to the target classes
-  (the "simple output mapping"): no trainable parameter, only the input transform learns.
+  (the "simple output mapping"): no trainable parameter, only the input transform learns. Which AudioSet labels
+  a class reads: the built-in `OPENMIC_AUDIOSET_MAP`, with the setting `reprogram.audioset_labels` on top
+  (`merged_label_map`); entries are display names or indices, checked by `check_label_map`.
 
 Each mapping says which backbone output it reads in `source` ("embedding" or "logits").
 """
@@ -59,33 +61,113 @@ class OutputMapping(nn.Module):
         return self.linear(self.norm(embedding))
 
 
-def resolve_label_map(
-    classes: Sequence[str], label_names: Sequence[str], label_map: Mapping[str, Sequence[str]] | None = None
-) -> list[list[int]]:
-    """For each target class, the indices of its AudioSet labels among `label_names` (matched ignoring case).
+LabelRef = str | int
+"""An AudioSet label as a label map names it: its display name (matched ignoring case) or its index among the
+backbone's logits."""
 
-    Fails with a clear error on a class the map does not cover, a class mapped to nothing, or a label name
-    the backbone does not have (with the closest names it does have).
+SETTING = "reprogram.audioset_labels"  # where a user gives the map (params.yaml), named in the errors below
+
+
+class UnmappedClassError(ValueError):
+    """Target classes the label map gives no AudioSet label: the fixed map cannot be built for them."""
+
+    def __init__(self, classes: Sequence[str], label_names: Sequence[str] = ()) -> None:
+        self.classes = list(classes)
+        example = {cls: (nearest_labels(cls.replace("_", " "), label_names, always=False) or ["<AudioSet name>"])
+                   for cls in self.classes}
+        shown = ", ".join(f"{cls}: [{names[0]!r}]" for cls, names in example.items())
+        super().__init__(
+            f"no AudioSet labels given for target class{'es' if len(self.classes) > 1 else ''} "
+            f"{', '.join(repr(c) for c in self.classes)}: add {'them' if len(self.classes) > 1 else 'it'} to "
+            f"`{SETTING}` in params.yaml, e.g. `audioset_labels: {{{shown}}}` (AudioSet display names or "
+            f"indices; the built-in map covers OpenMIC's classes only: {sorted(OPENMIC_AUDIOSET_MAP)})")
+
+
+def nearest_labels(name: str, label_names: Sequence[str], n: int = 3, always: bool = True) -> list[str]:
+    """Up to `n` of the backbone's label names close to `name` (difflib, ignoring case; a label such as "Wind
+    instrument, woodwind instrument" is matched whole, by its parts and by its words), closest first; with
+    `always`, the single nearest one when none is close."""
+    forms: dict[str, str] = {}
+    for label in label_names:
+        parts = [p.strip() for p in label.split(",")]
+        for form in (label, *parts, *(w for p in parts for w in p.split() if len(w) >= 4)):
+            forms.setdefault(form.casefold(), label)
+    query = name.strip().casefold()
+    close = difflib.get_close_matches(query, list(forms), n=4 * n)
+    if not close and always:
+        close = difflib.get_close_matches(query, list(forms), n=1, cutoff=0.0)
+    return list(dict.fromkeys(forms[c] for c in close))[:n]
+
+
+def is_close(name: str, label: str) -> bool:
+    return label in nearest_labels(name, [label], always=False)
+
+
+def merged_label_map(overrides: Mapping[str, Sequence[LabelRef]] | None = None) -> dict[str, list[LabelRef]]:
+    """The built-in OpenMIC map with `overrides` (the setting `reprogram.audioset_labels`) on top: a class the
+    overrides name gets exactly their labels; the other classes keep the built-in ones."""
+    return {cls: list(names) for cls, names in OPENMIC_AUDIOSET_MAP.items()} | {
+        cls: list(names) for cls, names in (overrides or {}).items()}
+
+
+def label_index(cls: str, ref: LabelRef, label_names: Sequence[str], source: str = "the label map") -> int:
+    """The logit index of AudioSet label `ref` (a display name, ignoring case, or an index) for target class `cls`.
+
+    An unknown name or an index out of range is a ValueError naming `source`, the class, the entry and the
+    nearest valid name."""
+    if isinstance(ref, bool) or not isinstance(ref, str | int):
+        raise ValueError(f"{source}: class {cls!r}: {ref!r} is neither an AudioSet display name nor an index")
+    if isinstance(ref, int):
+        if not 0 <= ref < len(label_names):
+            raise ValueError(f"{source}: class {cls!r}: AudioSet index {ref} is out of range: this backbone has "
+                             f"{len(label_names)} labels, indices 0..{len(label_names) - 1}")
+        return ref
+    for i, name in enumerate(label_names):
+        if name.casefold() == ref.casefold():
+            return i
+    near = nearest_labels(ref, label_names)
+    if not near:
+        raise ValueError(f"{source}: class {cls!r}: the backbone has no AudioSet label {ref!r}: it has no named "
+                         "logits at all (no classification head)")
+    hint = (f" (also close: {near[1:]})" if len(near) > 1 else "") if is_close(ref, near[0]) else (
+        ", though nothing is close: AudioSet may have no such class, and a broader one can stand in")
+    raise ValueError(f"{source}: class {cls!r}: the backbone has no AudioSet label {ref!r}; nearest valid name: "
+                     f"{near[0]!r}{hint}")
+
+
+def check_label_map(label_map: Mapping[str, Sequence[LabelRef]], label_names: Sequence[str],
+                    source: str = SETTING) -> None:
+    """Every entry of `label_map` names one of the backbone's labels, and every class has one: the check of the
+    setting before anything trains (its first bad entry is the error)."""
+    for cls, refs in label_map.items():
+        if not refs:
+            raise ValueError(f"{source}: class {cls!r} is mapped to no AudioSet label")
+        for ref in refs:
+            label_index(cls, ref, label_names, source)
+
+
+def resolve_label_map(
+    classes: Sequence[str], label_names: Sequence[str], label_map: Mapping[str, Sequence[LabelRef]] | None = None
+) -> list[list[int]]:
+    """For each target class, the indices of its AudioSet labels among `label_names` (names matched ignoring
+    case, or given as indices).
+
+    Fails with a clear error on a class the map does not cover (`UnmappedClassError`, naming the setting that
+    adds it), a class mapped to nothing, or a label the backbone does not have (with the nearest name it has).
     """
     label_map = OPENMIC_AUDIOSET_MAP if label_map is None else label_map
     if not label_names:
         raise ValueError("the backbone has no named logits (no classification head): an AudioSet label map "
                          "needs one; use the LayerNorm + Linear mapping instead")
-    index = {name.casefold(): i for i, name in enumerate(label_names)}
+    missing = [cls for cls in classes if cls not in label_map]
+    if missing:
+        raise UnmappedClassError(missing, label_names)
     resolved = []
     for cls in classes:
-        if cls not in label_map:
-            raise ValueError(f"no AudioSet labels given for target class {cls!r}: add it to the label map "
-                             f"(known classes: {sorted(label_map)})")
-        names = list(label_map[cls])
-        if not names:
+        refs = list(label_map[cls])
+        if not refs:
             raise ValueError(f"target class {cls!r} is mapped to no AudioSet label")
-        unknown = [name for name in names if name.casefold() not in index]
-        if unknown:
-            hints = {name: difflib.get_close_matches(name, label_names, n=3) for name in unknown}
-            raise ValueError(f"target class {cls!r}: the backbone has no label {unknown[0]!r} "
-                             f"(close: {hints[unknown[0]] or 'none'}; all unknown: {unknown})")
-        resolved.append(sorted({index[name.casefold()] for name in names}))
+        resolved.append(sorted({label_index(cls, ref, label_names) for ref in refs}))
     return resolved
 
 
@@ -105,7 +187,7 @@ class AudioSetLabelMap(nn.Module):
         self,
         classes: Sequence[str],
         label_names: Sequence[str],
-        label_map: Mapping[str, Sequence[str]] | None = None,
+        label_map: Mapping[str, Sequence[LabelRef]] | None = None,
         reduce: str = "max",
     ) -> None:
         super().__init__()

@@ -25,7 +25,7 @@ from mirops.pipeline import dvc_outputs
 from mirops.pipeline.audit import require_passed
 from mirops.pipeline.dataset_inputs import log_splits, split_table
 from mirops.pipeline.version import open_dataset
-from mirops.progress import console, progress
+from mirops.progress import console, progress, warn
 from mirops.registry import models, tracking
 from mirops.train.checkpoint import Checkpoints
 from mirops.train.grid import summary_markdown
@@ -136,13 +136,20 @@ def train_grid(settings: Settings, family_name: str = "reprogram", grid: str = "
                dataset_version: str | None = None, audit_run_id: str | None = None,
                resume: bool = False) -> dict[str, Any]:
     """Train every variant of `grid` on the same cached sets: one MLflow parent run, a child per variant,
-    a summary table and plot. `resume` skips the variants that finished and resumes the interrupted one."""
+    a summary table and plot. `resume` skips the variants that finished and resumes the interrupted one. A variant
+    the family cannot build for these data (`grid_skip_reason`) is skipped with its reason: a warning, a line of
+    the table, `skipped` in the summary, a `mirops.skipped.<variant>` tag on the parent run."""
     fam = family(family_name)
     variants = fam.grid_variants(settings, grid)
     name = fam.grid_name(settings, grid)
     with open_dataset(settings, dataset_version) as ds:
         audit_tags = require_passed(settings, ds.id, audit_run_id)
         prepared = fam.prepare(settings, ds, grid=grid)
+    # Variants that cannot be built for these data (e.g. the fixed AudioSet map of classes it has no labels for)
+    # are skipped, saying why, and the others still train.
+    skipped = {v.name: reason for v in variants if (reason := fam.grid_skip_reason(settings, prepared, v))}
+    for variant_name, reason in skipped.items():
+        warn(f"{name}: variant {variant_name} skipped: {reason}")
     device = resolve_device(fam.params(settings).device)
     parent_ckpt = checkpoints_for(settings, fam, name, ds.id, classes=ds.classes, grid=grid)
     reopen = parent_ckpt.begin(resume).get("run_id")
@@ -151,12 +158,18 @@ def train_grid(settings: Settings, family_name: str = "reprogram", grid: str = "
     with tracking.run(settings, name, lineage.STEP_TRAIN_GRID, ds.id, run_id=reopen) as parent:
         if reopen is None:
             parent.log_params(fam.logged_params(settings) | {"grid": grid, "classes": ",".join(prepared.classes),
-                                                             "variants": ",".join(v.name for v in variants)})
+                                                             "variants": ",".join(v.name for v in variants)}
+                              | ({"variants_skipped": ",".join(skipped)} if skipped else {}))
             parent.log_metrics({"clips_skipped": prepared.skipped}
                                | {f"{s}_clips": len(rows) for s, rows in prepared.parts.items()})
             parent.set_tags(audit_tags | grid_tags | {lineage.TAG_DEVICE: str(device)})
+        if skipped:
+            parent.set_tags({f"{lineage.TAG_SKIPPED}.{metric_safe(v)}": reason for v, reason in skipped.items()})
         parent_ckpt.write_meta(run_id=parent.id)
         for variant in variants:
+            if variant.name in skipped:
+                rows.append(fam.skipped_row(settings, variant, skipped[variant.name]))
+                continue
             checkpoints = checkpoints_for(settings, fam, f"{name}-{variant.name}", ds.id, classes=ds.classes,
                                           variant=variant.name)
             done = checkpoints.begin(resume)
@@ -203,6 +216,6 @@ def train_grid(settings: Settings, family_name: str = "reprogram", grid: str = "
     atomic_write_text(out, markdown)
     console.print(markdown, soft_wrap=True, highlight=False)
     summary = {"run_id": parent.id, "grid": grid, "family": fam.name, "dataset_version": ds.id, "summary": str(out),
-               "rows": table.to_dict(orient="records")}
+               "rows": table.to_dict(orient="records"), "skipped": skipped}
     atomic_write_json(out.with_suffix(".json"), summary)
     return summary

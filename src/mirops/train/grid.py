@@ -44,6 +44,8 @@ def grid_variants(name: str) -> tuple[Variant, ...]:
 
 SUMMARY_COLUMNS = ["variant", "model", "trainable_params", "best_epoch", "valid_mAP", "test_mAP", "test_ROC_AUC",
                    "test_F1_macro", "test_F1_openmic", "paper_F1_openmic", "train_seconds"]
+SKIPPED = "skipped"  # the column saying why a variant was not trained (only in a table where one was not)
+COUNT_COLUMNS = ("trainable_params", "best_epoch")
 
 
 def summary_row(variant: Variant, trainable: int, best_epoch: int, valid: dict[str, float],
@@ -55,11 +57,26 @@ def summary_row(variant: Variant, trainable: int, best_epoch: int, valid: dict[s
             "train_seconds": seconds}
 
 
+def skipped_row(variant: Variant, reason: str) -> dict:
+    """The table line of a variant that could not be built for these data: no metrics, and why."""
+    return {"variant": variant.name, "model": variant.label, "trainable_params": None, "best_epoch": None,
+            **dict.fromkeys(("valid_mAP", "test_mAP", "test_ROC_AUC", "test_F1_macro", "test_F1_openmic"), math.nan),
+            "paper_F1_openmic": math.nan if variant.paper_f1 is None else variant.paper_f1 / 100,
+            "train_seconds": math.nan, SKIPPED: reason}
+
+
 def summary_table(rows: list[dict]) -> pd.DataFrame:
-    """One row per variant, metrics and trainable parameters side by side, as in the paper's table."""
+    """One row per variant, metrics and trainable parameters side by side, as in the paper's table; a variant
+    that was skipped keeps its line, empty but for the reason in a last `skipped` column."""
     import pandas as pd
 
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    skipped = any(row.get(SKIPPED) for row in rows)
+    table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS + ([SKIPPED] if skipped else []))
+    if skipped:
+        table[SKIPPED] = table[SKIPPED].fillna("")
+        for column in COUNT_COLUMNS:  # counts stay integers beside a skipped row's blanks (not 1285.000)
+            table[column] = pd.Series([None if pd.isna(v) else int(v) for v in table[column]], dtype=object)
+    return table
 
 
 def summary_markdown(table: pd.DataFrame) -> str:
