@@ -41,14 +41,15 @@ def drift_check(settings: Settings, current: str | None):
 
 def drift_reason(verdict) -> str:
     """One sentence a person reads in the retraining run: what drifted, by how much, against what threshold."""
-    parts = [f"{len(verdict.drifted_columns)} of {verdict.n_columns} columns (descriptors, class scores) drifted "
-             f"(share {verdict.drift_share:.2f}, threshold {verdict.threshold:.2f}"
-             + (f": {', '.join(verdict.drifted_columns[:5])}" if verdict.drifted_columns else "") + ")"]
+    parts = [f"p = {verdict.p_value:.4f} at alpha {verdict.alpha:g}",
+             f"{len(verdict.drifted_columns)} of {verdict.n_columns} columns (descriptors, class scores) drifted"
+             + (f" ({', '.join(verdict.drifted_columns[:5])})" if verdict.drifted_columns else "")]
     if verdict.embedding_drift_score is not None:
-        parts.append(f"the embedding domain classifier's AUC is {verdict.embedding_drift_score:.2f}"
-                     + (" (drifted)" if verdict.embedding_drift_detected else " (within chance)"))
+        parts.append(f"the embedding {'drifted' if verdict.embedding_drift_detected else 'held'} "
+                     f"(p {verdict.embedding_p_value:.4f}, domain classifier AUC {verdict.embedding_drift_score:.2f})")
     critical = verdict.severity == "critical"
-    return (f"{'critical ' if critical else ''}drift detected by the monitor on {verdict.current_rows} clips: "
+    return (f"{'critical ' if critical else ''}drift detected by the monitor on {verdict.current_files} files "
+            f"({verdict.current_rows} windows): "
             + "; ".join(parts)
             + (f"; MLflow monitor run {verdict.run_id}" if verdict.run_id else ""))
 
@@ -104,7 +105,7 @@ def monitor(root: str = ".", overrides: dict[str, Any] | None = None, current: s
         verdict = control.persisted(drift_check, settings)(settings, current)
     summary: dict[str, Any] = verdict.to_json() | {"retraining": None}
     if not verdict.drift_detected:
-        logger.info("no drift (descriptor drift share %.2f); nothing to retrain", verdict.drift_share)
+        logger.info("no drift (p = %.4f at alpha %g); nothing to retrain", verdict.p_value, verdict.alpha)
         return summary
     if not settings.schedule.retrain_on_drift:
         logger.info("drift detected; schedule.retrain_on_drift is off, so no retraining is started")

@@ -50,8 +50,13 @@ def test_a_typo_anywhere_is_an_error_naming_the_nearest_key(tmp_path, monkeypatc
     assert "`audit.bogus`" in str(err.value) and str(tmp_path / "params.yaml") in str(err.value)
 
     (tmp_path / "params.yaml").write_text("reprogram:\n  epochs: 1\n")
-    with pytest.raises(ValueError, match=r"--set monitor.drift_share: .*did you mean `monitor.drift_share_threshold`"):
-        Settings.load(tmp_path, monitor__drift_share=0.3)
+    with pytest.raises(ValueError, match=r"--set monitor.alph: .*did you mean `monitor.alpha`"):
+        Settings.load(tmp_path, monitor__alph=0.1)
+    # A setting that was removed says what replaced it, not the nearest spelling.
+    (tmp_path / "params.yaml").write_text("monitor:\n  drift_share_threshold: 0.5\n")
+    with pytest.raises(ValueError, match=r"`monitor.drift_share_threshold` is no longer a setting: .*`monitor.alpha`"):
+        Settings.load(tmp_path)
+    (tmp_path / "params.yaml").write_text("reprogram:\n  epochs: 1\n")
     with pytest.raises(ValueError, match=r"unknown key `sed`: did you mean `seed`"):
         Settings.load(tmp_path, sed=3)
     with pytest.raises(ValueError, match=r"`epoch` -> `reprogram.epochs`"):  # the old section name, with a typo

@@ -189,10 +189,10 @@ def test_models_project_records_each_registry_event_once_and_names_the_champion(
     "prefixes every panel's metric with evidently:metric_v2:, so no panel can show it until that alias starts with "
     "evidently:metric_v2: (e.g. evidently:metric_v2:MiropsEmbeddingClassifierDrift)"))
 def test_the_drift_panels_name_the_metrics_drift_reports_hold():
-    from mirops.monitor.drift import DRIFTED_COLUMNS_TYPE, EMBEDDING_METRIC_TYPE
+    from mirops.monitor.drift import DECISION_METRIC_TYPE, DRIFTED_COLUMNS_TYPE, EMBEDDING_METRIC_TYPE
 
     metrics = {value.metric for panel in boards.drift_panels() for value in panel.values}
-    assert metrics == {DRIFTED_COLUMNS_TYPE, EMBEDDING_METRIC_TYPE}
+    assert metrics == {DECISION_METRIC_TYPE, DRIFTED_COLUMNS_TYPE, EMBEDDING_METRIC_TYPE}
 
 
 def test_serve_until_stopped_stops_every_service_on_sigterm(tmp_path):

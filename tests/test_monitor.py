@@ -14,21 +14,29 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mirops.monitor.drift import DriftMeasurement, drift_report, embedding_auc_threshold
+from mirops.monitor.decision import file_level_test
+from mirops.monitor.drift import DriftMeasurement, drift_report
 from mirops.monitor.workspace import open_workspace, project_runs
 
 COLUMNS = ["rms_db", "loudness_lufs", "spectral_centroid_hz", "spectral_flatness", "zero_crossing_rate"]
 EMBEDDING = [f"emb_{i}" for i in range(16)]
 SHIFTED = COLUMNS[:4]  # most columns move, one stays put
-THRESHOLD = 0.5
+ALPHA = 0.05
 
 
 def table(rows: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
+    """`rows` files of one window each."""
     rng = np.random.default_rng(seed)
     frame = pd.DataFrame({c: rng.normal(shift if c in SHIFTED else 0.0, 1.0, rows) for c in COLUMNS})
     frame[EMBEDDING] = rng.normal(shift, 1.0, (rows, len(EMBEDDING)))
     frame.insert(0, "clip_id", [f"clip{i}" for i in range(rows)])  # extra columns are ignored
+    frame["group"] = frame["clip_id"]
     return frame
+
+
+def report(reference: pd.DataFrame, current: pd.DataFrame, out_dir: Path, **kwargs) -> DriftMeasurement:
+    return drift_report(reference, current, columns=COLUMNS, embedding_columns=EMBEDDING, out_dir=out_dir,
+                        alpha=ALPHA, group_column="group", permutations=999, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +47,8 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict:
     reference = table(60, seed=1)
 
     def run(current: pd.DataFrame, name: str) -> DriftMeasurement:
-        return drift_report(
-            reference, current, columns=COLUMNS, embedding_columns=EMBEDDING, out_dir=root / name,
-            threshold=THRESHOLD, workspace_dir=ws_dir, project="drift", tags={"dataset_version": "v1"},
-        )
+        return report(reference, current, root / name, workspace_dir=ws_dir, project="drift",
+                      tags={"dataset_version": "v1"})
 
     same = run(table(60, seed=2), "same")
     runs_after_one = project_runs(open_workspace(ws_dir), "drift")
@@ -52,28 +58,32 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_same_distribution_is_not_drift(reports):
     result = reports["same"]
-    assert result.drift_detected is False
-    assert result.drift_share < THRESHOLD
+    assert result.drift_detected is False and result.p_value > ALPHA
+    assert result.drifted_columns == [] and result.drift_share == 0.0
     assert result.embedding_drift_detected is False
     assert result.embedding_drift_score is not None and result.embedding_drift_score <= 0.7
     assert (result.n_columns, result.reference_rows, result.current_rows) == (5, 60, 60)
+    assert (result.reference_files, result.current_groups) == (60, 60) and result.decidable
 
 
 def test_shifted_distribution_is_drift_and_names_the_columns(reports):
     result = reports["shifted"]
-    assert result.drift_detected is True
-    assert set(SHIFTED) <= set(result.drifted_columns)
-    assert result.drift_share == pytest.approx(len(result.drifted_columns) / len(COLUMNS))
-    assert result.drift_share >= THRESHOLD
-    assert result.embedding_drift_detected is True
-    assert result.embedding_drift_score > embedding_auc_threshold(60, 60)
+    assert result.drift_detected is True and result.p_value <= ALPHA
+    assert set(result.drifted_columns) == set(SHIFTED)  # the column that stayed put is not blamed
+    assert result.column_p_values[COLUMNS[4]] > ALPHA
+    assert result.drift_share == pytest.approx(len(SHIFTED) / len(COLUMNS))
+    assert result.embedding_drift_detected is True and result.embedding_p_value <= ALPHA
+    assert result.embedding_drift_score > 0.9
+    assert set(SHIFTED) <= set(result.window_drifted_columns)  # Evidently's per-column diagnostics agree
 
 
-def test_shares_are_shares(reports):
+def test_the_report_carries_the_verdict(reports):
     for result in (reports["same"], reports["shifted"]):
-        assert 0.0 <= result.drift_share <= 1.0
-        assert all(c in COLUMNS for c in result.drifted_columns)
-        assert json.loads(json.dumps(result.to_json()))["threshold"] == THRESHOLD
+        payload = json.loads(json.dumps(result.to_json()))
+        assert payload["alpha"] == ALPHA and payload["permutations"] == 999
+        snapshot = json.loads(result.json_path.read_text())
+        decision = [t for t in snapshot["tests"] if "Drift over files" in t["name"]]
+        assert len(decision) == 1 and decision[0]["status"] == ("FAIL" if result.drift_detected else "SUCCESS")
 
 
 def test_html_and_json_are_written(reports):
@@ -92,24 +102,23 @@ def test_runs_land_in_one_workspace_project(reports):
     assert [p.name for p in ws.list_projects()] == ["drift"]
 
 
-def test_embedding_threshold_tightens_with_more_rows():
-    assert embedding_auc_threshold(60, 60) > embedding_auc_threshold(200, 200) > 0.55
-    assert embedding_auc_threshold(100_000, 100_000) == 0.55
-
-
-def clustered(groups: int, per_group: int, seed: int, prefix: str) -> pd.DataFrame:
-    """Rows that come in recordings: each group's rows sit close to the group's own centre, and the centres
-    of every table are drawn from one distribution (no drift between tables)."""
+def clustered(groups: int, per_group: int, seed: int, prefix: str, correlated: bool = False) -> pd.DataFrame:
+    """Windows that come in files: each file's windows sit close to the file's own centre, and the centres of
+    every table are drawn from one distribution (no drift between tables). `correlated`: the descriptor
+    columns are one quantity plus a little noise, as loudness, RMS and clipping are."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(0.0, 1.0, (groups, len(EMBEDDING)))
-    rows = np.repeat(centres, per_group, axis=0) + rng.normal(0.0, 0.1, (groups * per_group, len(EMBEDDING)))
-    frame = pd.DataFrame(rows, columns=EMBEDDING)
-    frame[COLUMNS] = rng.normal(0.0, 1.0, (len(frame), len(COLUMNS)))
-    frame["group"] = [f"{prefix}{g}" for g in np.repeat(np.arange(groups), per_group)]
+    spread = np.repeat(np.arange(groups), per_group)
+    frame = pd.DataFrame(centres[spread] + rng.normal(0.0, 0.1, (groups * per_group, len(EMBEDDING))),
+                         columns=EMBEDDING)
+    file_level = rng.normal(0.0, 1.0, (groups, 1 if correlated else len(COLUMNS)))
+    values = file_level[spread] + rng.normal(0.0, 0.2, (len(frame), len(COLUMNS)))
+    frame[COLUMNS] = values
+    frame["group"] = [f"{prefix}{g}" for g in spread]
     return frame
 
 
-def test_clips_of_one_recording_stay_on_one_side_of_the_embedding_classifier(tmp_path: Path):
+def test_windows_of_one_file_stay_on_one_side_of_the_embedding_classifier():
     from sklearn.linear_model import SGDClassifier
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import train_test_split
@@ -117,7 +126,7 @@ def test_clips_of_one_recording_stay_on_one_side_of_the_embedding_classifier(tmp
     from mirops.monitor.drift import grouped_domain_auc
 
     reference, current = clustered(16, 6, seed=1, prefix="a"), clustered(16, 6, seed=2, prefix="b")
-    # Evidently's row-wise split: held-out rows are recognised by their recording, a false drift.
+    # Evidently's row-wise split: held-out rows are recognised by their file, a false drift.
     x = np.vstack([reference[EMBEDDING], current[EMBEDDING]])
     y = np.r_[np.ones(len(reference)), np.zeros(len(current))]
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.5, random_state=42, shuffle=True)
@@ -125,37 +134,53 @@ def test_clips_of_one_recording_stay_on_one_side_of_the_embedding_classifier(tmp
                             .predict_proba(x_test)[:, 1])
     grouped = grouped_domain_auc(reference[EMBEDDING].to_numpy(), current[EMBEDDING].to_numpy(),
                                  reference["group"], current["group"])
-    assert row_auc > 0.9 and grouped < embedding_auc_threshold(16, 16)
+    assert row_auc > 0.9 and grouped < 0.75
 
-    result = drift_report(reference, current, columns=COLUMNS, embedding_columns=EMBEDDING, out_dir=tmp_path,
-                          threshold=THRESHOLD, group_column="group")
-    assert (result.reference_groups, result.current_groups) == (16, 16)
-    # Chance AUCs of 16 + 16 recordings spread wider than those of 96 + 96 independent clips.
-    assert result.embedding_threshold > embedding_auc_threshold(96, 96)
-    assert result.embedding_drift_score == pytest.approx(grouped) and result.embedding_drift_detected is False
-    assert result.drift_detected is False
+
+def test_files_not_windows_are_the_unit_of_the_verdict(tmp_path: Path):
+    reference, current = clustered(16, 6, seed=1, prefix="a"), clustered(16, 6, seed=2, prefix="b")
+    result = report(reference, current, tmp_path)
+    assert (result.reference_groups, result.current_groups, result.reference_rows) == (16, 16, 96)
+    assert result.drift_detected is False, result.to_json()
+    # Counted as 96 + 96 independent rows, the same windows look drifted (what a window-level test concludes).
+    as_rows = file_level_test(reference.assign(group=range(96)), current.assign(group=range(96)), columns=COLUMNS,
+                              embedding_columns=EMBEDDING, group_column="group", alpha=ALPHA, permutations=999)
+    assert as_rows.drift_detected is True
 
     shifted = clustered(16, 6, seed=3, prefix="c")
-    shifted[EMBEDDING] += 1.0  # every recording of the batch moved: drift, whatever the grouping
-    moved = drift_report(reference, shifted, columns=COLUMNS, embedding_columns=EMBEDDING, out_dir=tmp_path / "moved",
-                         threshold=THRESHOLD, group_column="group")
-    assert moved.embedding_drift_score > moved.embedding_threshold and moved.drift_detected is True
+    shifted[EMBEDDING] += 1.0  # every file of the batch moved: drift, whatever the grouping
+    moved = report(reference, shifted, tmp_path / "moved")
+    assert moved.drift_detected is True and moved.embedding_drift_detected is True
 
 
-def test_chance_threshold_of_independent_clips_matches_the_closed_form():
-    from mirops.monitor.drift import grouped_domain_classifier
+def test_false_alarms_stay_within_alpha_with_correlated_columns_and_few_files():
+    """Under no drift, the verdict fires at most at its level, with five near-copies of one descriptor and
+    windows that cluster by file: 300 batches of 8 files against 12, each with a binomial 99 % margin."""
+    from scipy.stats import binom
 
-    rng = np.random.default_rng(0)
-    reference, current = rng.normal(0, 1, (200, 16)), rng.normal(0, 1, (200, 16))
-    held_out = grouped_domain_classifier(reference, current, np.arange(200), np.arange(200))  # a group per clip
-    assert held_out.null_auc_quantile() == pytest.approx(embedding_auc_threshold(200, 200), abs=0.01)
+    trials, alarms, naive = 300, 0, 0
+    for k in range(trials):
+        reference = clustered(12, 4, seed=2 * k, prefix="r", correlated=True)
+        current = clustered(8, 4, seed=2 * k + 1, prefix="c", correlated=True)
+        test = file_level_test(reference, current, columns=COLUMNS, embedding_columns=EMBEDDING,
+                               group_column="group", alpha=ALPHA, permutations=199, seed=k)
+        alarms += test.drift_detected
+        naive += min(test.raw_p.values()) <= ALPHA  # "any test at 5 %": what the combination corrects
+    assert alarms <= binom.ppf(0.99, trials, ALPHA), alarms
+    assert naive > binom.ppf(0.99, trials, ALPHA), naive  # without the correction the rate is far above alpha
+
+
+def test_a_batch_too_small_for_the_level_says_so():
+    reference, current = table(3, seed=1), table(2, seed=2, shift=10.0)
+    test = file_level_test(reference, current, columns=COLUMNS, embedding_columns=EMBEDDING, group_column="group",
+                           alpha=ALPHA, permutations=999)
+    assert test.min_p == pytest.approx(1 / 10) and test.decidable is False and test.drift_detected is False
 
 
 def test_missing_columns_are_named(tmp_path: Path):
     reference = table(10, seed=1)
     with pytest.raises(ValueError, match="current table lacks column.*emb_3"):
-        drift_report(reference, reference.drop(columns=["emb_3"]), columns=COLUMNS, embedding_columns=EMBEDDING,
-                      out_dir=tmp_path, threshold=THRESHOLD)
+        report(reference, reference.drop(columns=["emb_3"]), tmp_path)
 
 
 # ---------------------------------------------------------------- the monitor step: references, champion, CLI
@@ -237,7 +262,9 @@ def test_default_reference_is_the_champions_dataset_version_read_from_dvc_withou
 
     settings, v1, v2 = versions["settings"], versions["v1"], versions["v2"]
     result = monitor(settings)  # production/ vs the champion's data: v1, which data/ no longer holds
-    assert result.dataset_version == v1 and result.reference_rows == versions["n_train"]
+    assert result.dataset_version == v1 and result.reference_files == versions["n_train"]
+    # The probe champion hears 1 s: the demo's 3 s clips are three windows each, grouped by session.
+    assert result.reference_rows == 3 * versions["n_train"] and result.reference_groups < versions["n_train"]
     assert (result.model_name, result.model_version) == (settings.registry.model_name, versions["champion"])
     assert read_version(settings.root).version == v2  # data/ was not checked out or changed
     assert sorted(p.name for p in settings.data_dir.rglob("*") if p.is_file()) == versions["data_files"]
@@ -257,7 +284,8 @@ def test_default_reference_is_the_champions_dataset_version_read_from_dvc_withou
     assert run.data.tags["mirops.model_version"] == versions["champion"]
     assert run.data.tags["mirops.drift_severity"] == result.severity
     assert run.data.metrics["drift_share"] == pytest.approx(result.drift_share)
-    assert run.data.params["monitor.drift_share"] == "0.5"
+    assert run.data.params["monitor.alpha"] == "0.05"
+    assert run.data.metrics["drift_p_value"] == pytest.approx(result.p_value)
     verdict = json.loads((settings.artifacts_dir / "monitor" / "verdict.json").read_text())
     assert verdict["dataset_version"] == v1 and verdict["run_id"] == result.run_id
     assert not list(Path(tempfile.gettempdir()).glob(f"mirops-version-{v1[:8]}-*"))  # the view is gone
@@ -269,11 +297,11 @@ def test_reference_by_version_prefix_or_folder(versions, tmp_path):
 
     settings, v2 = versions["settings"], versions["v2"]
     current = monitor(settings, reference=v2[:8])  # the current version: read from data/ itself
-    assert current.dataset_version == v2 and current.reference_rows == versions["n_train"] - 4
+    assert current.dataset_version == v2 and current.reference_files == versions["n_train"] - 4
 
     folder = _tone_batch(tmp_path / "tones")
     given = monitor(settings, current=settings.production_dir, reference=folder)
-    assert given.dataset_version.startswith("folder-") and given.reference_rows == 12
+    assert given.dataset_version.startswith("folder-") and given.reference_files == 12
     run = tracking.latest_run(settings, "monitor", given.dataset_version)
     assert run.data.tags["mirops.reference_kind"] == "folder"
     assert given.drift_detected and given.severity in ("drift", "critical")
@@ -328,6 +356,8 @@ def test_cli_json_verdict_and_fail_on_drift(versions, tmp_path, monkeypatch):
     verdict = json.loads(done.stdout)
     assert verdict["drift_detected"] is True and verdict["dataset_version"] == v1
     assert verdict["model_version"] == versions["champion"] and verdict["prediction_columns"]
-    assert {"drift_share", "embedding_drift_score", "severity", "thresholds"} <= set(verdict)
+    assert {"p_value", "alpha", "drift_share", "embedding_drift_score", "severity", "thresholds"} <= set(verdict)
+    assert verdict["current_files"] == verdict["current_groups"] == 12  # no manifest: each file is its own group
+    assert verdict["current_rows"] == 36  # 3 s files in the probe champion's 1 s windows
     assert Path(verdict["html_path"]).exists() and Path(verdict["json_path"]).exists()
     assert "DRIFT" in done.stderr

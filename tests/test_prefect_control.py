@@ -94,17 +94,23 @@ def test_gate_page_gives_the_numbers_of_the_decision():
 def test_drift_page_gives_the_verdict_and_the_report_path(tmp_path):
     from mirops.monitor.drift import DriftVerdict
 
-    verdict = DriftVerdict(drift_share=0.75, drifted_columns=[f"col{i}" for i in range(25)], n_columns=30,
-                           embedding_drift_score=0.97, embedding_drift_detected=True, drift_detected=True,
-                           threshold=0.5, html_path=tmp_path / "drift.html", json_path=tmp_path / "drift.json",
-                           snapshot_id=None, reference_rows=36, current_rows=8, severity="critical",
+    verdict = DriftVerdict(p_value=0.0005, alpha=0.05, drift_detected=True, drift_share=0.75,
+                           drifted_columns=[f"col{i}" for i in range(25)], n_columns=30,
+                           column_p_values={f"col{i}": 0.001 for i in range(30)}, embedding_p_value=0.0005,
+                           embedding_drift_detected=True, embedding_drift_score=0.97, window_drift_share=0.9,
+                           window_drifted_columns=[], permutations=1999, min_p=0.0005, decidable=True,
+                           html_path=tmp_path / "drift.html", json_path=tmp_path / "drift.json",
+                           snapshot_id=None, reference_files=12, current_files=4,
+                           reference_groups=6, current_groups=2, reference_rows=36, current_rows=8,
+                           severity="critical",
                            dataset_version="abc", reference="dataset version abc", current=str(tmp_path / "batch"),
                            run_id="m1")
     page = reports.drift_markdown(verdict)
     assert page.startswith("# Drift DETECTED (severity critical)")
-    assert "**25 of 30** (share 0.75, threshold 0.50)" in page and "AUC: 0.97" in page
+    assert "**p = 0.0005**" in page and "**25 of 30**" in page and "AUC 0.97" in page
+    assert "4 files in 2 recordings, 8 windows" in page
     assert f"`{tmp_path / 'drift.html'}`" in page and "`m1`" in page and "… and 5 more" in page
-    assert reports.drift_summary(verdict).startswith("drift DETECTED (severity critical): share 0.75")
+    assert reports.drift_summary(verdict).startswith("drift DETECTED (severity critical): p = 0.0005 at alpha 0.05")
     assert not math.isnan(verdict.drift_share)
 
 

@@ -117,6 +117,9 @@ class ReprogramParams(Section):
     normalize: bool = False        # AST only: AudioSet mean/std normalisation (the reference feeds raw fbank)
     transform: str = Field("unet", pattern="^(none|noise|cnn|unet)$")
     mapping: str = Field("linear", pattern="^(linear|audioset)$")  # audioset: fixed map from AudioSet logits
+    # The fixed map's AudioSet labels per target class, {class: [display names or indices]} (several: many-to-one),
+    # on top of the built-in OpenMIC map (None: that map alone); checked against the backbone's labels at prepare.
+    audioset_labels: dict[str, list[int | str]] | None = None
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = 3e-3
@@ -134,6 +137,28 @@ class ReprogramParams(Section):
     precision: str = Field("auto", pattern="^(auto|fp32|bf16)$")  # auto: bf16 autocast on CUDA, fp32 on CPU
     max_clips: int | None = None  # cap on training clips (tests, smoke runs)
 
+    @field_validator("audioset_labels", mode="before")
+    @classmethod
+    def _audioset_labels(cls, value: Any) -> Any:
+        """The shape only (names and indices are checked against the backbone's labels once it is loaded): a
+        non-empty list of AudioSet display names or indices ≥ 0 per class; one name alone is a list of one."""
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise ValueError(f"expected {{target class: [AudioSet display names or indices]}}, e.g. "
+                             f"{{french_horn: [French horn, Brass instrument]}}; got {value!r}")
+        out = {}
+        for name, refs in value.items():
+            refs = [refs] if isinstance(refs, str | int) and not isinstance(refs, bool) else refs
+            if not isinstance(refs, list) or not refs:
+                raise ValueError(f"class {name!r}: expected a non-empty list of AudioSet display names or indices, "
+                                 f"got {refs!r}")
+            for ref in refs:
+                if isinstance(ref, bool) or not isinstance(ref, str | int) or (
+                        isinstance(ref, int) and ref < 0) or (isinstance(ref, str) and not ref.strip()):
+                    raise ValueError(f"class {name!r}: {ref!r} is neither an AudioSet display name nor an index ≥ 0")
+            out[str(name)] = refs
+        return out
 
 
 class EastParams(Section):
@@ -209,9 +234,13 @@ class RegistryParams(Section):
 
 
 class MonitorParams(Section):
-    drift_share_threshold: float = Field(0.5, gt=0.0, le=1.0)
+    """The drift verdict (docs/monitoring.md#the-decision): a permutation test over files at level `alpha`."""
+
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)        # false-alarm rate of the verdict on an undrifted batch
+    permutations: int = Field(1999, ge=99)            # random relabellings of files (p-value resolution 1/2000)
+    windows_per_file: int | None = Field(8, ge=1)     # clip-length windows read per file, spread over it
     # A verdict is "critical" (it blocks promotion, see registry.block_on_critical_drift) when this share
-    # of descriptor columns drifts, or when the embedding domain classifier's ROC AUC reaches `critical_auc`.
+    # of compared columns drifts, or when the embedding domain classifier's ROC AUC reaches `critical_auc`.
     critical_drift_share: float = Field(0.6, gt=0.0, le=1.0)
     critical_auc: float = Field(0.9, gt=0.5, le=1.0)
 
@@ -253,6 +282,13 @@ class DvcParams(Section):
         return value
 
 
+# Settings that were removed, with what replaced them (an unknown key would only get the nearest spelling).
+RETIRED_KEYS = {
+    "monitor.drift_share_threshold": "the drift verdict is a permutation test over files at `monitor.alpha` "
+                                     "(a false-alarm rate, default 0.05; docs/monitoring.md#the-decision)",
+}
+
+
 def _accepted_names(model: type[BaseModel]) -> dict[str, Any]:
     """Key -> field annotation of a settings model, aliases included (`demo.soundfont`)."""
     names: dict[str, Any] = {}
@@ -266,7 +302,7 @@ def _accepted_names(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def nearest(key: str, choices: list[str]) -> str | None:
-    """The valid key a typo most likely meant: one the typo begins (`drift_share` -> `drift_share_threshold`),
+    """The valid key a typo most likely meant: one the typo begins (`alph` -> `alpha`),
     else the closest spelling; None when nothing is close."""
     started = sorted((c for c in choices if c.startswith(key) or key.startswith(c)), key=len)
     if started:
@@ -285,7 +321,9 @@ def unknown_keys(values: dict[str, Any], model: type[BaseModel] | None = None, p
     problems = []
     for key, value in values.items():
         where = f"{prefix}{key}"
-        if key not in accepted:
+        if where in RETIRED_KEYS:
+            problems.append(f"`{where}` is no longer a setting: {RETIRED_KEYS[where]}")
+        elif key not in accepted:
             near = nearest(str(key), list(accepted))
             hint = f"did you mean `{prefix}{near}`?" if near else f"expected one of {sorted(accepted)}"
             problems.append(f"unknown key `{where}`: {hint}")

@@ -31,14 +31,17 @@ def progress(what: str, total: int) -> Iterator[Callable[..., None]]:
 
             yield advance
         return
-    done, last = 0, time.monotonic()
+    done, last, lock = 0, time.monotonic(), threading.Lock()
 
     def advance(k: int = 1, description: str | None = None) -> None:
         nonlocal done, last
-        done += k
-        now = time.monotonic()
-        if now - last >= LOG_EVERY_S or done == total:
-            last = now
+        with lock:  # advanced from worker threads too (the import's audio check)
+            done += k
+            now = time.monotonic()
+            due = now - last >= LOG_EVERY_S or done == total
+            if due:
+                last = now
+        if due:
             console.print(f"{description or what}: {done}/{total}", highlight=False)
 
     yield advance

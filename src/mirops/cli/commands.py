@@ -309,8 +309,8 @@ def where_to_look(summary: dict[str, Any], root: Path) -> str:
             f"  promotion         {model['decision']}: {model['reason']}",
         ]
     lines += [
-        f"  drift report      {drift['html_path']}  ({drift['severity']}; descriptor "
-        f"drift share {drift['drift_share']:.2f}, embedding drift AUC {drift['embedding_drift_score'] or 0:.2f})",
+        f"  drift report      {drift['html_path']}  ({drift['severity']}; p = {drift['p_value']:.4f} at alpha "
+        f"{drift['alpha']:g}, {len(drift['drifted_columns'])}/{drift['n_columns']} columns drifted)",
         f"  dashboards        make ui   (MLflow UI :5000 over {summary['tracking_uri']}, Prefect UI :4200, "
         f"Evidently UI :8000 over {root / 'dashboards' / 'workspace'})",
     ]

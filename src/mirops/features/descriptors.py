@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import torch
 import torchaudio
-from rich.console import Console
-from rich.progress import Progress
 from torch import Tensor
+
+from mirops.progress import progress
 
 DESCRIPTOR_COLUMNS: list[str] = [
     "duration_s",
@@ -178,23 +178,16 @@ T = TypeVar("T")
 
 
 def _with_progress(items: Iterable[T], description: str) -> Iterator[T]:
-    """Yield items; a rich bar on stderr appears once more than PROGRESS_AFTER have gone by."""
+    """Yield items, with progress (`mirops.progress`: a bar, or log lines off a terminal) for more than
+    PROGRESS_AFTER of them; an iterable of unknown length goes by quietly."""
     total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
-    if total is not None and total <= PROGRESS_AFTER:
+    if total is None or total <= PROGRESS_AFTER:
         yield from items
         return
-    progress = Progress(console=Console(stderr=True), transient=True)
-    task = None
-    try:
-        for done, item in enumerate(items):
-            if done == PROGRESS_AFTER:  # started late, so short unsized iterables stay quiet
-                progress.start()
-                task = progress.add_task(description, total=total, completed=done)
+    with progress(description, total) as advance:
+        for item in items:
             yield item
-            if task is not None:
-                progress.advance(task)
-    finally:
-        progress.stop()
+            advance()
 
 
 def descriptor_table(clips: Iterable[tuple[str, np.ndarray]], sample_rate: int) -> pd.DataFrame:

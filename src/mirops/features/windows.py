@@ -21,3 +21,18 @@ def windows(wave: np.ndarray, n: int) -> list[np.ndarray]:
         return [fit_length(wave, n)]
     starts = [i * n for i in range(math.ceil(len(wave) / n) - 1)] + [len(wave) - n]
     return [wave[s : s + n] for s in starts]
+
+
+def spread_starts(length: int, n: int, limit: int | None) -> list[int]:
+    """Start samples of the clip-length windows the monitor reads from a file of `length` samples.
+
+    Every consecutive window when there are at most `limit` (the last aligned to the end, as `windows`); else
+    `limit` windows evenly spread from the start to the end, so a long track is heard all through at a bounded
+    cost. The positions depend on the duration only, so features decoded at different rates line up."""
+    if length <= n:
+        return [0]
+    count = math.ceil(length / n)
+    if limit is None or count <= limit:
+        return [i * n for i in range(count - 1)] + [length - n]
+    return [int(round(s)) for s in np.linspace(0, length - n, limit)]
+

@@ -1,31 +1,21 @@
 """Drift between a reference table (the training audio) and a new batch, with Evidently 0.7.
 
-One Evidently Report holds everything, so the HTML, the JSON and the workspace run agree:
-- `DataDriftPreset` over the descriptor and prediction columns: one drift test per column, chosen by
-  Evidently from its type and the sample size (K-S p-value for numbers up to 1000 rows), and the
-  share of drifted columns;
-- one embedding-drift metric over the backbone embeddings: Evidently's domain-classifier method
-  (`ModelDriftMethod`): a classifier learns to tell reference rows from current rows, and its ROC AUC
-  on held-out rows is the score (0.5 = indistinguishable).
-
-Clips of one recording (a track cut into clips, a session of the demo) resemble each other more than
-clips of different recordings. A row-wise split puts some of a recording's clips on each side, and the
-classifier then scores held-out clips by recognising their recording, not their domain: two disjoint sets of
-tracks from one soundtrack reached AUC 0.68-0.74 that way (0.39-0.57 split by track). With a group column
-(the manifest's `group`: recording, session) the halves are drawn by group, as Evidently's method otherwise
-does (`grouped_domain_classifier`), and the chance threshold is the 95th percentile of the held-out AUC when
-whole groups swap sides at random (`HeldOut.null_auc_quantile`): clips of one recording score alike, so few
-recordings give wide chance AUCs, and one clip per recording gives the row-wise threshold.
+Rows are clip-length windows of files (`pipeline.monitor.batch_features`), each with its file's group. The
+verdict is `monitor.decision.file_level_test`: one permutation test over files, exact at the false-alarm rate
+`alpha` whatever the batch size and however the columns correlate (its docstring says why). One Evidently
+Report holds the rest, so the HTML, the JSON and the workspace run agree:
+- the verdict as a metric (`MiropsFileLevelDrift`: the batch's p-value, with the test p >= alpha);
+- `DataDriftPreset` over the descriptor and prediction columns, window by window: Evidently's per-column tests,
+  kept as diagnostics of what moved. They count windows as independent rows, which windows of one track are
+  not, so their share is not the verdict (two halves of one soundtrack "drift" in 7 of 12 columns that way);
+- the embedding domain classifier's ROC AUC (Evidently's `ModelDriftMethod`, halves drawn by group): how far
+  apart the batches are (0.5 = indistinguishable), which grades a detected drift as critical.
 
 Why not Evidently's own `EmbeddingsDrift` metric: in 0.7.23 it wraps the legacy
 `EmbeddingsDriftMetric`, which always runs a t-SNE of up to 2 x 2500 rows only to draw a contour plot;
 for 200 + 200 clips that alone takes 3 to 12 s on two cores. `EmbeddingClassifierDrift` below is the
 same computation (the same `DriftMethod` on the same embedding columns from the data definition)
 without the plot, so a report over 1024-d embeddings stays within a few seconds.
-
-The verdict: `drift_detected` when the share of drifted columns reaches the threshold, or when the
-embedding AUC exceeds its chance threshold (`embedding_auc_threshold` without groups; both are Evidently
-tests in the report too).
 """
 
 from __future__ import annotations
@@ -42,11 +32,11 @@ import numpy as np
 import pandas as pd
 
 from mirops.atomic import atomic_write
+from mirops.monitor.decision import EMBEDDING_TEST, file_level_test
 
 EMBEDDING_NAME = "embedding"
 EMBEDDING_METRIC_TYPE = "evidently:metric_v2:MiropsEmbeddingClassifierDrift"  # panels match evidently:metric_v2:*
-AUC_FLOOR = 0.55  # Evidently's fixed ModelDriftMethod threshold: the smallest effect we call drift
-Z_ONE_SIDED_95 = 1.645  # Evidently's bootstrap compares with the 95th percentile of chance AUCs
+DECISION_METRIC_TYPE = "evidently:metric_v2:MiropsFileLevelDrift"
 SGD_EPOCHS = 50  # passes of the domain classifier's fit (see `grouped_domain_classifier`)
 DRIFTED_COLUMNS_TYPE = "evidently:metric_v2:DriftedColumnsCount"
 VALUE_DRIFT_TYPE = "evidently:metric_v2:ValueDrift"
@@ -54,23 +44,32 @@ VALUE_DRIFT_TYPE = "evidently:metric_v2:ValueDrift"
 
 @dataclass(frozen=True)
 class DriftMeasurement:
-    """What one Evidently report measured: per-column drift, the embedding domain classifier, the files."""
+    """What one report measured: the file-level test (the verdict), the window-level diagnostics, the sizes."""
 
-    drift_share: float  # share of drifted descriptor + prediction columns, in [0, 1]
+    p_value: float                      # the batch's p-value (`monitor.decision`); drifted when <= alpha
+    alpha: float
+    drift_detected: bool
+    drift_share: float                  # share of compared columns that drifted (family-wise adjusted p <= alpha)
     drifted_columns: list[str]
     n_columns: int
-    embedding_drift_score: float | None  # domain-classifier ROC AUC; None without embeddings
+    column_p_values: dict[str, float]   # per column: family-wise adjusted p-value
+    embedding_p_value: float | None     # the embedding's adjusted p-value; None without embeddings
     embedding_drift_detected: bool | None
-    drift_detected: bool
-    threshold: float
+    embedding_drift_score: float | None  # domain-classifier ROC AUC (effect size); None without embeddings
+    window_drift_share: float           # Evidently's per-column tests over windows: diagnostics, not the verdict
+    window_drifted_columns: list[str]
+    permutations: int
+    min_p: float                        # the smallest p-value these file counts allow
+    decidable: bool                     # min_p <= alpha (else no batch this small can be called drifted)
     html_path: Path
     json_path: Path
-    snapshot_id: str | None  # run id in the Evidently workspace, if one was given
-    reference_rows: int
+    snapshot_id: str | None             # run id in the Evidently workspace, if one was given
+    reference_files: int                # files behind the windows (distinct clip_id)
+    current_files: int
+    reference_groups: int               # the test's units: files, or a manifest's recordings (`group`)
+    current_groups: int
+    reference_rows: int                 # windows
     current_rows: int
-    embedding_threshold: float | None = None  # the AUC above which the embeddings count as drifted
-    reference_groups: int | None = None  # recordings (groups) behind the rows, when a group column was given
-    current_groups: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -92,7 +91,7 @@ class DriftVerdict(DriftMeasurement):
     model_version: str | None = None
     prediction_columns: list[str] = field(default_factory=list)  # pred_<class>: among the compared columns
     predicted_distribution: dict[str, dict[str, float]] = field(default_factory=dict)  # class -> means, shares
-    thresholds: dict[str, float] = field(default_factory=dict)   # params.yaml `monitor` and the embedding AUC
+    thresholds: dict[str, float] = field(default_factory=dict)   # params.yaml `monitor`
     run_id: str | None = None
 
 
@@ -100,10 +99,8 @@ def verdict(measurement: DriftMeasurement, *, critical_share: float, critical_au
             **context: Any) -> DriftVerdict:
     """The whole verdict of `measurement`: its severity (`severity`), the thresholds it was judged by and
     `context` (the `DriftVerdict` fields that say what was compared)."""
-    thresholds = {"drift_share": measurement.threshold, "critical_drift_share": critical_share,
-                  "critical_auc": critical_auc}
-    if measurement.embedding_threshold is not None:
-        thresholds["embedding_auc"] = measurement.embedding_threshold
+    thresholds = {"alpha": measurement.alpha, "critical_drift_share": critical_share, "critical_auc": critical_auc,
+                  "permutations": float(measurement.permutations)}
     return DriftVerdict(**{f.name: getattr(measurement, f.name) for f in fields(DriftMeasurement)},
                         severity=severity(measurement, critical_share, critical_auc), thresholds=thresholds,
                         run_id=run_id, **context)
@@ -111,27 +108,14 @@ def verdict(measurement: DriftMeasurement, *, critical_share: float, critical_au
 
 def severity(result: DriftMeasurement, critical_share: float, critical_auc: float) -> str:
     """"none", "drift" (worth a retrain) or "critical" (so far off that no model trained on the reference
-    should be promoted until the data catch up): a large share of drifted descriptors, or an embedding
-    domain classifier that tells the batches apart almost perfectly."""
+    should be promoted until the data catch up): a large share of drifted columns, or an embedding domain
+    classifier that tells the batches apart almost perfectly."""
     if not result.drift_detected:
         return "none"
     auc = result.embedding_drift_score
     if result.drift_share >= critical_share or (auc is not None and auc >= critical_auc):
         return "critical"
     return "drift"
-
-
-def embedding_auc_threshold(reference_rows: int, current_rows: int) -> float:
-    """The AUC above which the domain classifier is better than chance, for these sample sizes.
-
-    The classifier is scored on a random half of the rows, so with few rows a chance AUC of 0.6 is
-    common. Evidently handles that (below 1000 rows) with a bootstrap of random AUCs; the 95th
-    percentile of that bootstrap is, in closed form, 0.5 + 1.645 * sd of the Mann-Whitney AUC under
-    the null, sqrt((a + b + 1) / (12 a b)) for a and b rows of each kind in the scored half. A fixed
-    number lets the report carry it as a test. Never below Evidently's fixed 0.55.
-    """
-    a, b = max(reference_rows / 2, 1.0), max(current_rows / 2, 1.0)
-    return max(AUC_FLOOR, 0.5 + Z_ONE_SIDED_95 * math.sqrt((a + b + 1) / (12 * a * b)))
 
 
 def _halves(groups: Any, rng: np.random.Generator) -> np.ndarray:
@@ -163,24 +147,6 @@ class HeldOut:
         from sklearn.metrics import roc_auc_score
 
         return float(roc_auc_score(self.labels, self.scores))
-
-    def null_auc_quantile(self, q: float = 0.95, permutations: int = 2000, seed: int = 0) -> float:
-        """The `q` quantile of the AUC when whole held-out groups swap sides at random (no drift: reference and
-        current recordings are exchangeable). Clips of one group score alike, so with few groups chance AUCs
-        spread wide; with one clip per group this is the row-wise bootstrap Evidently runs."""
-        from scipy.stats import rankdata
-
-        codes, uniques = pd.factorize(pd.Series(self.groups).astype(str))
-        ranks = rankdata(self.scores)
-        sizes = np.bincount(codes, minlength=len(uniques)).astype(float)
-        rank_sums = np.bincount(codes, weights=ranks, minlength=len(uniques))
-        side = np.zeros(len(uniques))
-        side[np.unique(codes[self.labels == 1])] = 1.0  # a group lies on one side: that side's label
-        chosen = np.random.default_rng(seed).permuted(np.tile(side, (permutations, 1)), axis=1)
-        n1 = chosen @ sizes
-        n0 = len(ranks) - n1
-        auc = (chosen @ rank_sums - n1 * (n1 + 1) / 2) / np.maximum(n1 * n0, 1.0)
-        return float(np.quantile(auc, q))
 
 
 def grouped_domain_classifier(reference: np.ndarray, current: np.ndarray, reference_groups: Any,
@@ -263,6 +229,42 @@ def _embedding_metric_class() -> type:
     return EmbeddingClassifierDrift
 
 
+@functools.cache
+def _decision_metric_class() -> type:
+    """Evidently metric: the file-level test's p-value (`monitor.decision`), so the verdict is in the report,
+    its JSON and the workspace beside the per-column diagnostics. Built once per process, as above."""
+    from evidently.core.metric_types import SingleValue, SingleValueCalculation, SingleValueMetric
+
+    class FileLevelDrift(SingleValueMetric):
+        class Config:
+            type_alias = DECISION_METRIC_TYPE
+
+        columns: list[str]
+        embeddings_name: str | None = None
+        group_column: str
+        alpha: float
+        permutations: int
+        seed: int = 0
+
+    class FileLevelDriftCalculation(SingleValueCalculation[FileLevelDrift]):
+        def calculate(self, context: Any, current_data: Any, reference_data: Any) -> SingleValue:
+            if reference_data is None:
+                raise ValueError("the drift test needs reference data")
+            m = self.metric
+            embedding = context.data_definition.embeddings[m.embeddings_name] if m.embeddings_name else None
+            test = file_level_test(reference_data.as_dataframe(), current_data.as_dataframe(), columns=m.columns,
+                                   embedding_columns=embedding, group_column=m.group_column, alpha=m.alpha,
+                                   permutations=m.permutations, seed=m.seed)
+            return self.result(test.p_value)
+
+        def display_name(self) -> str:
+            return (f"Drift over files: permutation p-value of {len(self.metric.columns)} columns"
+                    f"{' and the embedding' if self.metric.embeddings_name else ''} "
+                    f"(drift when <= {self.metric.alpha})")
+
+    return FileLevelDrift
+
+
 def _check_table(frame: pd.DataFrame, columns: list[str], embedding_columns: list[str], which: str) -> None:
     missing = [c for c in columns + embedding_columns if c not in frame.columns]
     if missing:
@@ -301,19 +303,20 @@ def _datasets(
             Dataset.from_pandas(table(current), data_definition=definition))
 
 
-def _report(columns: list[str], embedding_threshold: float | None, threshold: float, tags: dict[str, str],
-            group_column: str | None = None) -> Any:
+def _report(columns: list[str], embedding: bool, alpha: float, permutations: int, tags: dict[str, str],
+            group_column: str) -> Any:
     from evidently import Report
     from evidently.metrics.embeddings import ModelDriftMethod
     from evidently.presets import DataDriftPreset
-    from evidently.tests import lte
+    from evidently.tests import gt
 
-    metrics: list[Any] = [DataDriftPreset(drift_share=threshold)]  # every declared column: `columns`
-    if embedding_threshold is not None:
-        metric = _embedding_metric_class()
-        method = ModelDriftMethod()  # the batch's threshold is the test's: metric params stay the same across batches
-        metrics.append(metric(embeddings_name=EMBEDDING_NAME, drift_method=method, group_column=group_column,
-                              tests=[lte(embedding_threshold)]))
+    decision = _decision_metric_class()(columns=columns, embeddings_name=EMBEDDING_NAME if embedding else None,
+                                        group_column=group_column, alpha=alpha, permutations=permutations,
+                                        tests=[gt(alpha)])  # the test passes while the batch is not drifted
+    metrics: list[Any] = [decision, DataDriftPreset()]  # the preset: every declared column, window by window
+    if embedding:
+        metrics.append(_embedding_metric_class()(embeddings_name=EMBEDDING_NAME, drift_method=ModelDriftMethod(),
+                                                 group_column=group_column))
     # include_tests: the per-column drift verdicts come out as tests, which is where we read them.
     return Report(metrics, metadata=dict(tags), tags=[f"{k}={v}" for k, v in tags.items()], include_tests=True)
 
@@ -334,6 +337,10 @@ def _column_drift(snapshot: dict[str, Any], columns: list[str]) -> tuple[float, 
         if t["metric_config"]["params"]["type"] == VALUE_DRIFT_TYPE and t["status"] == "FAIL"
     }
     return share, [c for c in columns if c in failed]
+
+
+def _decision_p(snapshot: dict[str, Any]) -> float:
+    return next(float(m["value"]) for m in snapshot["metrics"] if m["config"]["type"] == DECISION_METRIC_TYPE)
 
 
 def _embedding_score(snapshot: dict[str, Any]) -> float | None:
@@ -365,49 +372,42 @@ def drift_report(
     columns: list[str],
     embedding_columns: list[str] | None,
     out_dir: Path,
-    threshold: float,
+    alpha: float,
+    group_column: str,
+    permutations: int = 1999,
     workspace_dir: Path | None = None,
     project: str = "drift",
     tags: dict[str, str] | None = None,
-    group_column: str | None = None,
 ) -> DriftMeasurement:
-    """Compare `current` with `reference`; write out_dir/drift.html and drift.json; return the verdict.
+    """Compare `current` with `reference`; write out_dir/drift.html and drift.json; return the measurement.
 
-    `columns` are compared one by one (descriptors, predictions); `embedding_columns`, if any, together
-    as one embedding. `threshold` is the share of drifted columns that counts as drift. With
-    `workspace_dir`, the run is also stored in that Evidently workspace, in project `project`.
-    `tags` (dataset version, model, ...) go into the run's metadata and tags. `group_column` names each
-    row's recording (track, session): the embedding classifier's halves keep groups whole, and its chance
-    threshold counts groups (see the module's docstring).
+    Rows are windows; `group_column` names each row's file (or recording): the unit of the test. `columns` are
+    compared one by one (descriptors, predictions), `embedding_columns`, if any, together as one embedding;
+    the verdict is `file_level_test` at false-alarm rate `alpha` with `permutations` relabellings. With
+    `workspace_dir`, the run is also stored in that Evidently workspace, in project `project`. `tags`
+    (dataset version, model, ...) go into the run's metadata and tags.
     """
     if not columns:
         raise ValueError("drift_report needs at least one column to compare")
-    if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"threshold is a share of columns in (0, 1], got {threshold}")
     embedding_columns = list(embedding_columns or [])
     for frame, which in ((reference, "reference"), (current, "current")):
-        _check_table(frame, columns + ([group_column] if group_column else []), embedding_columns, which)
+        _check_table(frame, columns + [group_column], embedding_columns, which)
+    test = file_level_test(reference, current, columns=columns, embedding_columns=embedding_columns,
+                           group_column=group_column, alpha=alpha, permutations=permutations)
 
     n_ref, n_cur = len(reference), len(current)
-    g_ref, g_cur = ((int(reference[group_column].nunique()), int(current[group_column].nunique())) if group_column
-                    else (None, None))
-    auc_threshold = None
-    if embedding_columns and group_column:
-        # The threshold must be known when the report is built (it is the report's test), so the classifier
-        # runs here once to get its chance distribution; the report's metric refits it identically.
-        held_out = grouped_domain_classifier(reference[embedding_columns].to_numpy(),
-                                             current[embedding_columns].to_numpy(),
-                                             reference[group_column].to_numpy(), current[group_column].to_numpy())
-        auc_threshold = max(AUC_FLOOR, held_out.null_auc_quantile())
-    elif embedding_columns:
-        auc_threshold = embedding_auc_threshold(n_ref, n_cur)
-    tags = {**(tags or {}), "reference_rows": str(n_ref), "current_rows": str(n_cur)}
+    files = [int(frame["clip_id"].nunique()) if "clip_id" in frame.columns else groups
+             for frame, groups in ((reference, test.reference_groups), (current, test.current_groups))]
+    tags = {**(tags or {}), "reference_windows": str(n_ref), "current_windows": str(n_cur),
+            "reference_files": str(files[0]), "current_files": str(files[1]),
+            "reference_groups": str(test.reference_groups), "current_groups": str(test.current_groups)}
     reference_data, current_data = _datasets(reference, current, columns, embedding_columns, group_column)
     with warnings.catch_warnings():
         # Constant descriptor columns (e.g. no clipping anywhere) make Evidently's correlation tables divide
         # by a zero spread; the drift tests themselves are unaffected.
         warnings.simplefilter("ignore", RuntimeWarning)
-        snapshot = _report(columns, auc_threshold, threshold, tags, group_column).run(current_data, reference_data)
+        report = _report(columns, bool(embedding_columns), alpha, permutations, tags, group_column)
+        snapshot = report.run(current_data, reference_data)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -417,23 +417,23 @@ def drift_report(
     snapshot_id = _add_to_workspace(snapshot, Path(workspace_dir), project) if workspace_dir else None
 
     summary = snapshot.dict()
-    share, drifted = _column_drift(summary, columns)
-    score = _embedding_score(summary)
-    embedding_drift = None if score is None or auc_threshold is None else score > auc_threshold
+    reported = _decision_p(summary)
+    if not math.isclose(reported, test.p_value):  # one computation, seeded: the report shows what we decide on
+        raise RuntimeError(f"the report's drift p-value {reported} differs from the verdict's {test.p_value}")
+    window_share, window_drifted = _column_drift(summary, columns)
+    drifted = test.drifted(columns)
+    embedding_p = test.adjusted_p.get(EMBEDDING_TEST)
     return DriftMeasurement(
-        drift_share=share,
-        drifted_columns=drifted,
-        n_columns=len(columns),
-        embedding_drift_score=score,
-        embedding_drift_detected=embedding_drift,
-        drift_detected=share >= threshold or bool(embedding_drift),
-        threshold=threshold,
-        html_path=html_path,
-        json_path=json_path,
-        snapshot_id=snapshot_id,
-        reference_rows=n_ref,
-        current_rows=n_cur,
-        embedding_threshold=auc_threshold,
-        reference_groups=g_ref,
-        current_groups=g_cur,
+        p_value=test.p_value, alpha=alpha, drift_detected=test.drift_detected,
+        drift_share=len(drifted) / len(columns), drifted_columns=drifted, n_columns=len(columns),
+        column_p_values={c: test.adjusted_p[c] for c in columns},
+        embedding_p_value=embedding_p,
+        embedding_drift_detected=None if embedding_p is None else embedding_p <= alpha,
+        embedding_drift_score=_embedding_score(summary),
+        window_drift_share=window_share, window_drifted_columns=window_drifted,
+        permutations=permutations, min_p=test.min_p, decidable=test.decidable,
+        html_path=html_path, json_path=json_path, snapshot_id=snapshot_id,
+        reference_files=files[0], current_files=files[1],
+        reference_groups=test.reference_groups, current_groups=test.current_groups,
+        reference_rows=n_ref, current_rows=n_cur,
     )

@@ -4,13 +4,13 @@ A shift in what the model predicts (a class it suddenly sees everywhere, or neve
 when the audio descriptors hold still. The pipeline resolves the champion to its version once and hands it
 here loaded (`Scorer`), so every score in one report comes from the same model.
 
-Clips are fed as `mirops predict` feeds files (the model's own rate, clip-length windows, probabilities
-averaged over windows), and the scores are cached by clip content and model version.
+A clip is fed as `mirops predict` feeds a file (the model's own rate, clip-length windows, probabilities
+averaged over windows); the monitor hands it one window at a time and caches the scores by content and
+model version.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mirops.features.clips import per_clip
 from mirops.features.windows import windows
 from mirops.models.serving import ServingSpec
 
@@ -67,15 +66,6 @@ class Scorer:
             raise ValueError(f"{self.uri} returned logits of shape {tuple(logits.shape)}, expected "
                              f"[windows, {len(self.classes)}]")
         return torch.sigmoid(logits.float()).mean(dim=0).numpy().astype(np.float64)
-
-
-def class_scores(loader, paths: Sequence[str], scorer: Scorer, progress: Callable[[], None] | None = None):
-    """The scorer's class probabilities of each clip (a `ClipResults`), cached by content and model version.
-    `loader` must decode at `scorer.sample_rate` with `seconds=None` (windows cover the whole clip)."""
-    if loader.sample_rate != scorer.sample_rate or loader.seconds is not None:
-        raise ValueError(f"class_scores needs whole clips at {scorer.sample_rate} Hz, got a loader at "
-                         f"{loader.sample_rate} Hz cropping to {loader.seconds} s")
-    return per_clip(loader, paths, "class-scores", scorer.cache_config(), scorer, progress)
 
 
 def predicted_distribution(reference: pd.DataFrame, current: pd.DataFrame, classes: list[str],

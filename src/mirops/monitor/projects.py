@@ -5,7 +5,8 @@
   per split, the missing-label rate, each class's prevalence (positive rate among annotated labels) and
   positives, and medians of the audio descriptors.
 - **drift**: one run per monitored batch, written by `mirops.monitor.drift.drift_report`; the dashboard plots
-  the share of drifted descriptor (and prediction) columns and the embedding domain classifier's ROC AUC.
+  the verdict's p-value (the permutation test over files), Evidently's window-level share of drifted columns
+  and the embedding domain classifier's ROC AUC.
 - **models**: one run per registry event (a version registered; a promotion, rejection or rollback decided),
   at the time it happened: the version's test metrics, whether it is the champion, the champion's version and
   test metrics, and the gate's gain with its interval. A text panel names the current champion.
@@ -79,13 +80,14 @@ def _category(column: str, category: str, legend: str) -> Any:
 
 
 def drift_panels() -> list[Any]:
-    """Drift share and embedding drift, latest and per batch."""
+    """The verdict's p-value, the window-level drift share and embedding drift, latest and per batch."""
     from evidently.sdk.models import PanelMetric
     from evidently.sdk.panels import bar_plot_panel, counter_panel, line_plot_panel
 
-    from mirops.monitor.drift import EMBEDDING_METRIC_TYPE
+    from mirops.monitor.drift import DECISION_METRIC_TYPE, EMBEDDING_METRIC_TYPE
 
-    share = PanelMetric(legend="share of drifted columns", metric="DriftedColumnsCount",
+    p_value = PanelMetric(legend="drift p-value over files", metric=DECISION_METRIC_TYPE)
+    share = PanelMetric(legend="share of drifted columns (windows)", metric="DriftedColumnsCount",
                         metric_labels={"value_type": "share"})
     count = PanelMetric(legend="drifted columns", metric="DriftedColumnsCount", metric_labels={"value_type": "count"})
     # A panel can only name a metric type under evidently:metric_v2: (`workspace.plottable`): the embedding panels
@@ -93,8 +95,12 @@ def drift_panels() -> list[Any]:
     auc = PanelMetric(legend="domain-classifier ROC AUC", metric=EMBEDDING_METRIC_TYPE)
     # Bars as well as lines: bars read as well with one batch as with a hundred.
     return [
+        counter_panel("Drift verdict, latest batch", [p_value], size="half",
+                      description="permutation test over files: drift when the p-value is at most monitor.alpha"),
+        bar_plot_panel("Drift p-value per batch", [p_value], size="half",
+                       description="the verdict's p-value, batch after batch (small: drifted)"),
         counter_panel("Drift share, latest batch", [share, count], size="half",
-                      description="descriptor and prediction columns whose distribution drifted"),
+                      description="Evidently's per-column tests over windows (diagnostics, not the verdict)"),
         counter_panel("Embedding drift, latest batch", [auc], size="half",
                       description="ROC AUC of a classifier telling batch from reference embeddings (0.5: alike)"),
         line_plot_panel("Drift over time", [share, auc],

@@ -21,33 +21,40 @@ from mirops.atomic import atomic_write_json
 from mirops.config import Settings
 from mirops.data.batch import list_batch
 from mirops.data.cache import ArrayCache
-from mirops.features.clips import descriptors, embeddings
 from mirops.features.dataset_clips import DatasetClips, warn_skipped
 from mirops.features.descriptors import DESCRIPTOR_COLUMNS
+from mirops.features.file_windows import window_descriptors, windowed
 from mirops.models.clip_embedding import EMBEDDING_PREFIX, YAMNET_KEY, embedding_columns, yamnet_embedding
 from mirops.monitor.drift import DriftVerdict, drift_report, report_dir, verdict
-from mirops.monitor.predictions import Scorer, class_scores, predicted_distribution
+from mirops.monitor.predictions import Scorer, predicted_distribution
 from mirops.monitor.reference import open_reference
 from mirops.progress import console, progress, warn
 from mirops.registry import models, tracking
 
 
 def batch_features(settings: Settings, folder: Path, clips: pd.DataFrame | None = None,
-                   scorer: Scorer | None = None) -> tuple[pd.DataFrame, dict]:
-    """Per-clip audio descriptors, mean YAMNet embeddings and, with `scorer`, a model's class probabilities
-    (`pred_<class>`) of a folder's clips (`clips`: clip_id, path and optionally group rows, default
-    `list_batch(folder)`), each computed once and cached by content; and the clips skipped as unusable
-    ({path: AudioError}). The table's `group` column is the clip's group, else its path."""
+                   scorer: Scorer | None = None, seconds: float | None = None) -> tuple[pd.DataFrame, dict]:
+    """One row per window of each file of a folder (`clips`: clip_id, path and optionally group rows, default
+    `list_batch(folder)`): the window's audio descriptors, mean YAMNet embedding and, with `scorer`, a model's
+    class probabilities (`pred_<class>`), each cached by content; and the files skipped as unusable
+    ({path: AudioError}). Windows are `seconds` long (default: the scorer's clip length, else the reprogramming
+    clip length), at most `monitor.windows_per_file` per file (spread over it). `group` is the file's group in
+    the manifest, else its path: the unit the drift test compares (`monitor.decision`)."""
     clips = list_batch(folder) if clips is None else clips
+    seconds = seconds or (scorer.serving.clip_seconds if scorer is not None else settings.reprogram.clip_seconds)
+    limit = settings.monitor.windows_per_file
     audio = DatasetClips(Path(folder), ArrayCache(settings.cache_dir), settings.ingest.crop)
     loader = audio.loader(None)
     what = "descriptors, embeddings and predictions" if scorer is not None else "descriptors and embeddings"
-    with progress(f"{what} of {Path(folder).name}/", (3 if scorer is not None else 2) * len(clips)) as advance:
-        desc = descriptors(loader, list(clips["path"]), progress=advance)
-        emb = embeddings(loader, desc.paths, yamnet_embedding, YAMNET_KEY, progress=advance)
+    with progress(f"{what} of {Path(folder).name}/ ({seconds:g} s windows)",
+                  (3 if scorer is not None else 2) * len(clips)) as advance:
+        desc = window_descriptors(loader, list(clips["path"]), seconds, limit, progress=advance)
+        emb = windowed(loader, desc.paths, "embeddings", {"model": YAMNET_KEY}, yamnet_embedding, seconds, limit,
+                       progress=advance)
         parts, done = [desc, emb], emb
         if scorer is not None:
-            done = class_scores(audio.loader(None, scorer.sample_rate), emb.paths, scorer, progress=advance)
+            done = windowed(audio.loader(None, scorer.sample_rate), emb.paths, "class-scores", scorer.cache_config(),
+                            scorer, seconds, limit, progress=advance)
             parts.append(done)
     failed: dict = {}
     for part in parts:
@@ -56,17 +63,21 @@ def batch_features(settings: Settings, folder: Path, clips: pd.DataFrame | None 
     by_path = dict(zip(clips["path"], clips["clip_id"], strict=True))
     group_of = dict(zip(clips["path"], clips["group"] if "group" in clips.columns else clips["path"], strict=True))
     kept = done.paths
+    arrays = [dict(zip(part.paths, part.arrays, strict=True)) for part in parts]
+    # Windows per file: the same positions for every feature, but a rate's rounding may add one; keep the common.
+    count = {p: min(len(a[p]) for a in arrays) for p in kept}
 
-    def block(result, columns: list[str]) -> pd.DataFrame:
-        rows = dict(zip(result.paths, result.arrays, strict=True))
-        values = np.stack([rows[p] for p in kept]) if kept else np.empty((0, len(columns)))
+    def block(rows: dict, columns: list[str]) -> pd.DataFrame:
+        values = np.concatenate([rows[p][: count[p]] for p in kept]) if kept else np.empty((0, len(columns)))
         return pd.DataFrame(values, columns=columns)
 
-    blocks = [pd.DataFrame({"clip_id": [by_path[p] for p in kept], "group": [str(group_of[p]) for p in kept]}),
-              block(desc, list(DESCRIPTOR_COLUMNS)),
-              block(emb, embedding_columns(emb.arrays[0].shape[0]) if emb.arrays else [])]
+    blocks = [pd.DataFrame({"clip_id": [by_path[p] for p in kept for _ in range(count[p])],
+                            "group": [str(group_of[p]) for p in kept for _ in range(count[p])],
+                            "window": [k for p in kept for k in range(count[p])]}),
+              block(arrays[0], list(DESCRIPTOR_COLUMNS)),
+              block(arrays[1], embedding_columns(emb.arrays[0].shape[1]) if emb.arrays else [])]
     if scorer is not None:
-        blocks.append(block(done, scorer.columns))
+        blocks.append(block(arrays[2], scorer.columns))
     return pd.concat(blocks, axis=1), failed
 
 
@@ -119,7 +130,7 @@ def monitor(
     p = settings.monitor
     measured = drift_report(
         ref_table, batch, columns=list(DESCRIPTOR_COLUMNS) + pred_cols, embedding_columns=emb_cols,
-        out_dir=report_dir(settings.dashboards_dir / "reports"), threshold=p.drift_share_threshold,
+        out_dir=report_dir(settings.dashboards_dir / "reports"), alpha=p.alpha, permutations=p.permutations,
         workspace_dir=settings.dashboards_dir / "workspace", project="drift", group_column="group",
         tags={"dataset_version": ref.dataset_version, "reference": ref.describe(), "current": str(current),
               "champion_version": model_version})
@@ -142,12 +153,16 @@ def monitor(
                       lineage.TAG_REFERENCE: ref.describe(), lineage.TAG_REFERENCE_KIND: ref.kind,
                       lineage.TAG_REFERENCE_CHOSEN_BY: ref.chosen_by, lineage.TAG_CURRENT: str(current)})
         run.log_params({f"monitor.{k}": v for k, v in result.thresholds.items()})
-        run.log_metrics({"drift_share": result.drift_share, "drifted_columns": len(result.drifted_columns),
-                         "compared_columns": result.n_columns, "reference_clips": result.reference_rows,
-                         "current_clips": result.current_rows, "clips_skipped": len(skipped),
-                         "reference_clips_skipped": len(ref_skipped),
+        run.log_metrics({"drift_p_value": result.p_value, "drift_share": result.drift_share,
+                         "drifted_columns": len(result.drifted_columns), "compared_columns": result.n_columns,
+                         "window_drift_share": result.window_drift_share,
+                         "reference_files": result.reference_files, "current_files": result.current_files,
+                         "reference_groups": result.reference_groups, "current_groups": result.current_groups,
+                         "reference_windows": result.reference_rows, "current_windows": result.current_rows,
+                         "files_skipped": len(skipped), "reference_files_skipped": len(ref_skipped),
                          "monitor_seconds": time.perf_counter() - started,
-                         "embedding_drift_score": result.embedding_drift_score})
+                         "embedding_drift_score": result.embedding_drift_score,
+                         "embedding_drift_p_value": result.embedding_p_value})
         run.log_file(Path(result.html_path), "drift")
         run.log_file(Path(result.json_path), "drift")
         run.log_json(result.to_json(), lineage.VERDICT_FILE)
@@ -162,13 +177,24 @@ def monitor(
     return result
 
 
+def _sizes(files: int, groups: int, windows: int) -> str:
+    recordings = f" in {groups} recordings" if groups != files else ""
+    return f"{files} files{recordings} ({windows} windows)"
+
+
 def _say(result: DriftVerdict, dataset_version: str, model_version: str, predictions: bool) -> None:
     verdict_text = {"critical": "[bold red]CRITICAL DRIFT[/]", "drift": "[red]DRIFT[/]"}.get(result.severity,
                                                                                             "[green]no drift[/]")
     embedding = ("" if result.embedding_drift_score is None else
-                 f", embedding drift AUC {result.embedding_drift_score:.2f} (threshold {result.embedding_threshold:.2f}"
-                 f"{', drifted' if result.embedding_drift_detected else ''})")
-    console.print(f"[bold]monitor[/] {verdict_text}: drift share {result.drift_share:.2f} "
-                  f"({len(result.drifted_columns)}/{result.n_columns} columns: descriptors"
-                  f"{' and predictions' if predictions else ''}; threshold {result.threshold:.2f}){embedding} "
+                 f"; embedding p {result.embedding_p_value:.4f}, "
+                 f"domain-classifier AUC {result.embedding_drift_score:.2f}")
+    console.print(f"[bold]monitor[/] {verdict_text}: p = {result.p_value:.4f} at alpha {result.alpha:g} over "
+                  f"{_sizes(result.current_files, result.current_groups, result.current_rows)} vs "
+                  f"{_sizes(result.reference_files, result.reference_groups, result.reference_rows)}; "
+                  f"{len(result.drifted_columns)}/{result.n_columns} columns drifted "
+                  f"(descriptors{' and predictions' if predictions else ''}){embedding}; "
                   f"vs dataset {dataset_version} (model version {model_version}) → {result.html_path}")
+    if not result.decidable:
+        warn(f"{result.current_groups} against {result.reference_groups} files or recordings cannot reach alpha "
+             f"{result.alpha:g} "
+             f"(smallest possible p {result.min_p:.3f}): give more files for a verdict with that false-alarm rate")

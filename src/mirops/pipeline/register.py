@@ -42,8 +42,8 @@ def drift_line(run) -> str:
     tags, metrics = run.data.tags, run.data.metrics
     auc = metrics.get("embedding_drift_score")
     embedding = f", embedding AUC {auc:.2f}" if auc is not None else ""
-    return (f"{tags.get(lineage.TAG_DRIFT_SEVERITY, 'unknown')} (descriptor drift share "
-            f"{metrics.get('drift_share', float('nan')):.2f}{embedding}; run {run.info.run_id})")
+    return (f"{tags.get(lineage.TAG_DRIFT_SEVERITY, 'unknown')} (p = {metrics.get('drift_p_value', float('nan')):.4f}, "
+            f"drifted column share {metrics.get('drift_share', float('nan')):.2f}{embedding}; run {run.info.run_id})")
 
 
 def register(settings: Settings, run_id: str | None = None, family_name: str = "reprogram") -> Registration:

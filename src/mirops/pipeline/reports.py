@@ -167,21 +167,26 @@ def drift_summary(verdict: Any) -> str:
     auc = (f", embedding AUC {verdict.embedding_drift_score:.2f}" if verdict.embedding_drift_score is not None
            else "")
     return (f"drift {'DETECTED' if verdict.drift_detected else 'not detected'} (severity {verdict.severity}): "
-            f"share {verdict.drift_share:.2f} of {verdict.n_columns} columns vs threshold {verdict.threshold:.2f}"
-            f"{auc}; report {verdict.html_path}")
+            f"p = {verdict.p_value:.4f} at alpha {verdict.alpha:g}, {len(verdict.drifted_columns)} of "
+            f"{verdict.n_columns} columns drifted{auc}; report {verdict.html_path}")
 
 
 def drift_markdown(verdict: Any) -> str:
-    """The drift verdict, what drifted, against which thresholds, and the report's path."""
+    """The drift verdict, what drifted, at which false-alarm rate, and the report's path."""
     lines = [f"# Drift {'DETECTED' if verdict.drift_detected else 'not detected'} (severity {verdict.severity})", "",
-             f"- batch: `{verdict.current}` ({verdict.current_rows} clips) vs reference {verdict.reference} "
-             f"({verdict.reference_rows} clips, dataset version `{verdict.dataset_version}`)",
-             f"- drifted columns: **{len(verdict.drifted_columns)} of {verdict.n_columns}** (share "
-             f"{verdict.drift_share:.2f}, threshold {verdict.threshold:.2f})"]
+             f"- batch: `{verdict.current}` ({verdict.current_files} files in {verdict.current_groups} recordings, "
+             f"{verdict.current_rows} windows) vs reference {verdict.reference} ({verdict.reference_files} files in "
+             f"{verdict.reference_groups} recordings, {verdict.reference_rows} windows, "
+             f"dataset version `{verdict.dataset_version}`)",
+             f"- permutation test over files: **p = {verdict.p_value:.4f}** (drift when ≤ alpha {verdict.alpha:g}; "
+             f"{verdict.permutations} relabellings)",
+             f"- drifted columns: **{len(verdict.drifted_columns)} of {verdict.n_columns}** (adjusted p ≤ alpha)"]
+    if not verdict.decidable:
+        lines.append(f"- too few files for the level: the smallest possible p is {verdict.min_p:.3f}")
     if verdict.embedding_drift_score is not None:
-        limit = (f", threshold {verdict.embedding_threshold:.2f}" if verdict.embedding_threshold is not None else "")
-        lines.append(f"- embedding domain classifier AUC: {verdict.embedding_drift_score:.2f}{limit}"
-                     + (" (drifted)" if verdict.embedding_drift_detected else ""))
+        lines.append(f"- embedding: adjusted p {verdict.embedding_p_value:.4f}"
+                     + (" (drifted)" if verdict.embedding_drift_detected else "")
+                     + f", domain classifier AUC {verdict.embedding_drift_score:.2f}")
     if verdict.model_name:
         lines.append(f"- class scores of champion {verdict.model_name} v{verdict.model_version} compared")
     lines += [f"- report: `{verdict.html_path}` (JSON: `{verdict.json_path}`)",

@@ -6,8 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mirops.config import Settings
 from mirops.data.audio import write_wav
@@ -18,6 +16,7 @@ from mirops.data.gm import DRUM_BANK, DRUM_CHANNEL, GM_INSTRUMENTS
 from mirops.data.manifest import write_manifest
 from mirops.data.oneshots import OneShotPlayer
 from mirops.data.synth import Part, SoundFontRenderer, find_soundfont
+from mirops.progress import progress
 
 PEAK_RANGE = (0.3, 0.9)  # clips come at different levels, never clipped
 MIX_RANGE_DB = (-8.0, 0.0)  # each instrument's level in the mix, relative to equal loudness
@@ -80,30 +79,25 @@ def render_clip(
 
 
 class RenderProgress:
-    """A rich progress bar on stderr (human output never goes to stdout)."""
+    """Progress of the rendering on stderr (human output never goes to stdout): a bar on a terminal, log lines
+    elsewhere (`mirops.progress`)."""
 
     def __init__(self, total: int) -> None:
-        self._bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-        )
-        self._task = self._bar.add_task("rendering demo clips", total=total)
+        self._context = progress("rendering demo clips", total)
+        self._description: str | None = None
 
     def __enter__(self) -> RenderProgress:
-        self._bar.start()
+        self._advance = self._context.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._bar.stop()
+        self._context.__exit__(*exc)
 
     def describe(self, text: str) -> None:
-        self._bar.update(self._task, description=text)
+        self._description = text
 
     def advance(self) -> None:
-        self._bar.advance(self._task)
+        self._advance(1, self._description)
 
 
 def write_batch(

@@ -18,14 +18,13 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mirops.config import IngestParams
 from mirops.data.cache import ArrayCache, audio_filler
 from mirops.data.manifest import SPLITS, LabelSpec, ManifestError, validate, write_manifest
 from mirops.data.quarantine import CheckPolicy, check_clips, quarantine_rows, reason_counts, write_quarantine
 from mirops.data.staging import staged_dir
+from mirops.progress import progress
 
 CACHE_RATE = 16000  # the backbones' rate: decoded audio is cached at it
 AUDIO_DIR = "audio"  # every importer puts audio under data/audio/, keeping the source's own layout below it
@@ -252,14 +251,13 @@ def bring_in(source: Path, target: Path, link: str) -> str:
 
 @contextmanager
 def progress_bar(total: int, description: str, enabled: bool) -> Iterator[Callable[[int], None] | None]:
-    """A rich bar on stderr (stdout stays free for --json); callable from the checking threads."""
+    """Progress on stderr (stdout stays free for --json): a bar, or log lines off a terminal; callable from the
+    checking threads."""
     if not enabled:
         yield None
         return
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=False) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
+    with progress(description, total) as advance:
+        yield lambda n: advance(n)
 
 
 def finalise(table: ImportTable, out: Path, ingest: IngestParams, overwrite: bool = False,
