@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
@@ -28,34 +27,9 @@ from tests.conftest import make_project
 from tests.test_cli import mirops
 
 REFERENCE_PACKAGE, DIFFERENT_PACKAGE = "wesnoth-1.16-music", "warzone2100-music"
-CLIP_SECONDS, RATE = 10.0, 16000
+CLIP_SECONDS = 10.0
 WINDOWS_PER_FILE = 3
 DIFFERENT_TRACKS = 12  # warzone2100's tracks are 3-14 minutes: a dozen is enough to see the change
-
-
-def cut_clips(tracks: list[Path], folder: Path, per_track: int) -> Path:
-    """`per_track` 10 s clips evenly spaced over each track (16 kHz mono WAV) and a manifest naming each clip's
-    track as its group, so the monitor keeps a track's clips together.
-
-    Only the clips' frames are decoded (soundfile seeks), then mixed down and resampled with the project's
-    own functions, so a 10-minute track costs what its clips cost."""
-    from mirops.data.audio import resample, to_mono, write_wav
-
-    folder.mkdir(parents=True)
-    rows = []
-    for track in tracks:
-        with sf.SoundFile(str(track)) as f:
-            frames, rate = f.frames, f.samplerate
-            length = int(CLIP_SECONDS * rate)
-            for k in range(per_track):
-                start = int(np.clip((k + 0.5) * frames / per_track - length / 2, 0, frames - length))
-                f.seek(start)
-                wave = resample(to_mono(f.read(length, dtype="float32", always_2d=True)), rate, RATE)
-                path = f"audio/{track.stem}-{k}.wav"
-                write_wav(folder / path, np.clip(wave, -1.0, 1.0), RATE)
-                rows.append({"clip_id": f"{track.stem}-{k}", "path": path, "group": track.stem})
-    pd.DataFrame(rows).to_parquet(folder / "manifest.parquet", index=False)
-    return folder
 
 
 def link_folder(tracks: list[Path], folder: Path) -> Path:
