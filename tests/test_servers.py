@@ -251,10 +251,11 @@ def test_drift_starts_the_retraining_deployment_with_the_reason(tmp_path, server
     assert run["deployment_id"] == retrain["id"] and run["auto_scheduled"] is False
     assert "drift-triggered" in run["tags"]
     trigger = run["parameters"]["trigger"]
-    assert re.search(r"drift detected by the monitor on 8 clips: \d+ of \d+ columns "
-                     r"\(descriptors, class scores\) drifted \(share \d\.\d\d, threshold \d\.\d\d",
+    # The reason a person reads in the Prefect UI: the batch, the p-value at the level, what drifted.
+    assert re.search(r"drift detected by the monitor on 8 files \(8 windows\): p = \d\.\d+ at alpha 0\.05; "
+                     r"\d+ of \d+ columns \(descriptors, class scores\) drifted \(",
                      trigger["reason"]), trigger["reason"]
-    assert re.search(r"AUC is \d\.\d\d", trigger["reason"]), trigger["reason"]
+    assert re.search(r"domain classifier AUC \d\.\d\d", trigger["reason"]), trigger["reason"]
     assert trigger["monitor_run_id"] == verdict["run_id"]
     assert run["parameters"]["root"] == str(root) and run["parameters"]["family"] == "reprogram"
     # ... which names the monitor's own Prefect flow run.
