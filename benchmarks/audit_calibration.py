@@ -605,8 +605,8 @@ def main() -> None:
             first["demo"] = planted_in[1:]
         real_seeds = [int(s) for s in args.real_seeds.split(",") if s]
         if real_seeds:
-            from mirops.data.debian_audio import ensure_packages
             from mirops.data.importers.folder import import_folder
+            from mirops.debian import ensure_packages
 
             reason = ensure_packages(list(CLASS_OF_PACKAGE))
             if reason:

@@ -36,7 +36,8 @@ from pathlib import Path
 import pandas as pd
 
 from mirops.config import Settings
-from mirops.data.debian_audio import ELECTRONIC, ORCHESTRAL, SOUNDTRACKS, ensure_packages, package_tracks
+from mirops.data.debian_audio import ELECTRONIC, ORCHESTRAL, SOUNDTRACKS, package_tracks
+from mirops.debian import ensure_packages
 from mirops.features.descriptors import DESCRIPTOR_COLUMNS
 from mirops.models.clip_embedding import EMBEDDING_PREFIX
 from mirops.monitor.calibration import Rate, Scenario, feasible, measure

@@ -22,8 +22,8 @@ import pytest
 
 from benchmarks.audit_calibration import CLASS_OF_PACKAGE, cut_soundtracks, plant, soundtrack_tracks
 from mirops.config import Settings
-from mirops.data.debian_audio import ensure_packages
 from mirops.data.importers.folder import import_folder
+from mirops.debian import ensure_packages
 from mirops.pipeline import audit
 from mirops.pipeline.version import version
 from tests.conftest import make_project

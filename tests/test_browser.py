@@ -4,10 +4,10 @@ page logged no error, and saves a full-page screenshot of each: in the test's tm
 $MIROPS_SCREENSHOTS when set (e.g. MIROPS_SCREENSHOTS=docs/dashboards).
 
 The browser is Debian's `chromium`, driven by the `playwright-core` npm package (it downloads no browser). Both
-are installed when missing (apt-get when running as root; npm into ~/.cache/mirops-browser, or
-$MIROPS_BROWSER_CACHE); the test is skipped, with the reason, when that cannot be done. It looks at the test
-session's tiny pipeline run (tests/test_dashboards.py `filled_project`), or at an existing project with
-MIROPS_DASHBOARDS_ROOT=DIR (its dashboards filled by `mirops pipeline run` or `mirops ui`).
+are installed when missing (`mirops.debian.ensure_packages`: root or password-less sudo; npm into
+~/.cache/mirops-browser, or $MIROPS_BROWSER_CACHE); the test is skipped, with the reason, when that cannot be
+done. It looks at the test session's tiny pipeline run (tests/test_dashboards.py `filled_project`), or at an
+existing project with MIROPS_DASHBOARDS_ROOT=DIR (its dashboards filled by `mirops pipeline run` or `mirops ui`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from mirops.debian import ensure_packages
 from mirops.monitor import projects as boards
 from tests.conftest import REPO, needs_soundfonts
 from tests.test_dashboards import (
@@ -97,38 +98,24 @@ function panels(titles) {  // in the page: per panel title, its drawn data marks
 
 
 def _run(argv: list[str], timeout: float) -> tuple[bool, str]:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, str(exc)
     return done.returncode == 0, (done.stdout + done.stderr)[-2000:]
-
-
-def _apt_install(*packages: str) -> str | None:
-    """Install Debian packages (root only); None when done, else why not."""
-    if not shutil.which("apt-get"):
-        return "no apt-get on this machine"
-    if os.geteuid() != 0:
-        return "not root (apt-get install needs it)"
-    ok, out = _run(["apt-get", "install", "-y", "--no-install-recommends", *packages], 900)
-    if not ok:  # a stale package list: refresh it once
-        _run(["apt-get", "update"], 600)
-        ok, out = _run(["apt-get", "install", "-y", "--no-install-recommends", *packages], 900)
-    return None if ok else f"apt-get install {' '.join(packages)} failed: {out[-500:]}"
 
 
 def _chromium() -> Path:
     def find() -> str | None:
         return next(filter(None, map(shutil.which, ("chromium", "chromium-browser"))), None)
 
-    if find() is None and (why := _apt_install("chromium")):
+    if find() is None and (why := ensure_packages(["chromium"])):
         pytest.skip(f"headless Chromium is missing and could not be installed: {why}")
     return Path(find() or pytest.skip("apt-get reported success but no chromium is on PATH"))
 
 
 def _playwright_core() -> Path:
-    if not (shutil.which("node") and shutil.which("npm")) and (why := _apt_install("nodejs", "npm")):
+    if not (shutil.which("node") and shutil.which("npm")) and (why := ensure_packages(["nodejs", "npm"])):
         pytest.skip(f"node and npm are missing and could not be installed: {why}")
     module = CACHE / "node_modules" / "playwright-core"
     if not (module / "package.json").exists():

@@ -22,7 +22,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from mirops.data.debian_audio import ensure_packages, package_tracks
+from mirops.data.debian_audio import package_tracks
+from mirops.debian import ensure_packages
 from tests.conftest import make_project
 from tests.test_cli import mirops
 
