@@ -221,11 +221,13 @@ def preset_overrides(name: str) -> dict[str, Any]:
 class RegistryParams(Section):
     model_name: str = "mirops-instruments"
     primary_metric: str = Field("test_mAP", pattern="^test_(mAP|ROC_AUC)$")
-    # The promotion gate: the challenger's gain over the champion on the same test clips must have a
-    # paired-bootstrap 95 % interval whose lower end lies above `min_gain`.
+    # The promotion gate (docs/registry.md#the-gate): the challenger's gain over the champion on the same test
+    # clips must have a paired-bootstrap (1 - alpha) interval (`bootstrap_samples` resamples) whose lower end
+    # lies above `min_gain`: a one-sided test at alpha / 2, which benchmarks/gate_calibration.py measured to
+    # promote at most alpha of no-better challengers (seed-retrained ones double the nominal rate).
     min_gain: float = 0.0
+    alpha: float = Field(0.05, gt=0.0, lt=0.5)
     bootstrap_samples: int = Field(2000, ge=100)
-    confidence: float = Field(0.95, gt=0.5, lt=1.0)
     require_audit: bool = True          # the challenger's dataset audit must have passed (not just "not run")
     block_on_critical_drift: bool = True
     # Where promotions take their lock (registry/lock.py): null = the store's own (PostgreSQL advisory lock, or a
@@ -284,6 +286,8 @@ class DvcParams(Section):
 
 # Settings that were removed, with what replaced them (an unknown key would only get the nearest spelling).
 RETIRED_KEYS = {
+    "registry.confidence": "the gate's interval is at 1 - `registry.alpha`, the share of no-better challengers it "
+                           "may promote (default 0.05, i.e. a 95 % interval; docs/registry.md#the-gate)",
     "monitor.drift_share_threshold": "the drift verdict is a permutation test over files at `monitor.alpha` "
                                      "(a false-alarm rate, default 0.05; docs/monitoring.md#the-decision)",
 }

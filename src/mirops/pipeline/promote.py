@@ -1,19 +1,22 @@
 """Promote: the gate that moves `champion`, and rollback.
 
 The challenger replaces the champion only when its gain on the same test clips of the same dataset version
-has a paired-bootstrap interval above `registry.min_gain`, its dataset audit passed, and no critical drift
-is open on that data. Every decision (promote, reject, noop, rollback) is an MLflow run plus version tags.
+has a paired-bootstrap (1 - `registry.alpha`) interval above `registry.min_gain` (`gain_test`, the one function
+that decides; benchmarks/gate_calibration.py measures how often it is wrong), its dataset audit passed, and no
+critical drift is open on that data.
+Every decision (promote, reject, noop, rollback) is an MLflow run plus version tags.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from rich.markup import escape
 
 from mirops import lineage
 from mirops.atomic import atomic_write_json
-from mirops.config import Settings
+from mirops.config import RegistryParams, Settings
 from mirops.families import family_of_model
 from mirops.pipeline import dashboards
 from mirops.pipeline.evaluate import ClipPredictions, predict_test, run_predictions
@@ -23,7 +26,7 @@ from mirops.progress import console
 from mirops.registry import models, promotion, tracking
 from mirops.registry.lock import registry_lock
 from mirops.registry.promotion import Decision
-from mirops.train.paired_bootstrap import paired_bootstrap
+from mirops.train.paired_bootstrap import PairedGain, paired_bootstrap
 
 
 def version_predictions(settings: Settings, name: str, version: str, dataset_version: str
@@ -40,6 +43,16 @@ def version_predictions(settings: Settings, name: str, version: str, dataset_ver
         return predict_test(settings, ds, f"models:/{name}/{version}"), True
 
 
+def gain_test(labels: np.ndarray, challenger: np.ndarray, champion: np.ndarray, p: RegistryParams,
+              seed: int = 0, threshold: float = 0.5) -> tuple[PairedGain, bool]:
+    """The gate's statistics on one pair of per-clip predictions: the paired-bootstrap gain and whether it
+    passes (the lower end of its 1 - `alpha` interval above `min_gain`: one-sided at alpha / 2, docs/registry.md
+    #the-gate says why half)."""
+    gain = paired_bootstrap(labels, challenger, champion, p.primary_metric.removeprefix("test_"),
+                            p.bootstrap_samples, 1.0 - p.alpha, seed=seed, threshold=threshold)
+    return gain, gain.low > p.min_gain
+
+
 def gain_check(settings: Settings, name: str, challenger: str, champion: str, dataset_version: str
                ) -> tuple[dict[str, Any], dict[str, Any]]:
     p = settings.registry
@@ -50,15 +63,12 @@ def gain_check(settings: Settings, name: str, challenger: str, champion: str, da
                          "they cannot be compared")
     shared = [c for c in ours.clip_ids if c in set(theirs.clip_ids)]
     ours, theirs = ours.subset(shared), theirs.subset(shared)
-    metric = p.primary_metric.removeprefix("test_")
     threshold = models.serving_spec(f"models:/{name}/{challenger}").threshold
-    gain = paired_bootstrap(ours.labels, ours.probs, theirs.probs, metric, p.bootstrap_samples, p.confidence,
-                            seed=settings.seed, threshold=threshold)
-    passed = gain.low > p.min_gain
-    detail = (f"{metric} {gain.challenger:.4f} vs champion v{champion} {gain.champion:.4f} on the same "
+    gain, passed = gain_test(ours.labels, ours.probs, theirs.probs, p, seed=settings.seed, threshold=threshold)
+    detail = (f"{gain.metric} {gain.challenger:.4f} vs champion v{champion} {gain.champion:.4f} on the same "
               f"{gain.clips} test clips{' (champion re-scored on this data)' if rescored else ''}: gain "
               f"{gain.gain:+.4f}, {gain.confidence:.0%} interval [{gain.low:+.4f}, {gain.high:+.4f}] "
-              f"{'above' if passed else 'not above'} the margin {p.min_gain:+.4f}")
+              f"{'above' if passed else 'not above'} the margin {p.min_gain:+.4f} (alpha {p.alpha:g})")
     artifacts = {lineage.CHAMPION_PREDICTIONS_FILE: {
         "version": champion, "dataset_version": dataset_version, "clip_ids": theirs.clip_ids,
         "classes": theirs.classes, "probs": theirs.probs.round(6).tolist()}} if rescored else {}
