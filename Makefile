@@ -40,10 +40,12 @@ demo: setup
 	echo "pipeline wall time: $$(( $$(date +%s) - start )) s" >&2
 
 # Two workers (pytest-xdist), one test file each at a time: module fixtures (a pipeline run, a server) are built
-# once, and the servers' and subprocesses' waiting overlaps with the other worker's computing.
+# once, and the servers' and subprocesses' waiting overlaps with the other worker's computing. Each worker (and the
+# CLI processes it starts) gets its share of the cores as torch/BLAS threads: more threads than cores thrash.
 TEST_WORKERS ?= 2
+TEST_THREADS ?= $(shell n=$$(( $$(nproc) / $(TEST_WORKERS) )); echo $$(( n > 0 ? n : 1 )))
 test: setup
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+	OMP_NUM_THREADS=$(TEST_THREADS) MKL_NUM_THREADS=$(TEST_THREADS) $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
