@@ -40,6 +40,7 @@ import math
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -51,6 +52,9 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_name  # noqa: E402 - the benchmarks' own module beside it
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP_SECONDS = 10.0
@@ -646,7 +650,7 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "audit_calibration",
         "date": datetime.date.today().isoformat(),
-        "machine": {"machine": platform.machine(), "processor": _processor(), "cpu_count": os.cpu_count(),
+        "machine": {"machine": platform.machine(), "processor": cpu_name(), "cpu_count": os.cpu_count(),
                     "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "gpu": _gpu()},
         "command": "OMP_NUM_THREADS=1 python benchmarks/audit_calibration.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
@@ -664,14 +668,6 @@ def main() -> None:
         "skipped": skipped,
         "total_seconds": round(time.perf_counter() - started, 1),
     }, indent=2, default=str))
-
-
-def _processor() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def _gpu() -> str | None:

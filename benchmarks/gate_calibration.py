@@ -41,7 +41,6 @@ import contextlib
 import datetime
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -50,11 +49,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from scipy.stats import binomtest
 
 from mirops.config import Settings
 from mirops.data.dataset import DatasetVersion
 from mirops.data.manifest import TEST, read_manifest
+from mirops.monitor.calibration import Rate
 from mirops.offline import quiet_and_offline
 from mirops.pipeline import evaluate, ingest, train, version
 from mirops.pipeline.evaluate import ClipPredictions
@@ -63,7 +62,8 @@ from mirops.registry import models
 from mirops.train.metrics import evaluate_probs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from paired_permutation import paired_permutation  # noqa: E402 - the benchmark's own module beside it
+from machine import cpu_name  # noqa: E402 - the benchmarks' own modules beside it
+from paired_permutation import paired_permutation  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LEVELS = (0.01, 0.025, 0.05, 0.1)  # one-sided levels at which both rules' promotion rates are reported
@@ -71,18 +71,13 @@ PERMUTATIONS = 1999                # exchanges behind each permutation p-value
 CLIP_SECONDS = 3.0
 
 
-def cpu_name() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def rate(promoted: int, trials: int) -> dict:
-    ci = binomtest(promoted, trials).proportion_ci(confidence_level=0.95, method="exact") if trials else None
-    return {"promoted": promoted, "trials": trials, "rate": round(promoted / trials, 4) if trials else None,
-            "ci95": [round(ci.low, 4), round(ci.high, 4)] if ci else None}
+    """Promotions out of trials with the 95 % Clopper-Pearson interval (the drift calibration's `Rate`)."""
+    if not trials:
+        return {"promoted": 0, "trials": 0, "rate": None, "ci95": None}
+    r = Rate.of(promoted, trials)
+    return {"promoted": promoted, "trials": trials, "rate": round(r.rate, 4),
+            "ci95": [round(r.low, 4), round(r.high, 4)]}
 
 
 def model_resampled_interval(pairs: list[tuple[int, int]], promoted: list[bool], same_models: bool,

@@ -49,6 +49,9 @@ from mirops.models.backbone import Backbone, YamnetBackbone
 from mirops.models.reprogram import ReprogrammedClassifier
 from mirops.train.loop import SpecAugment, masked_bce
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_name  # noqa: E402 - the benchmarks' own module beside it
+
 CLASSES = [f"c{i}" for i in range(20)]
 CLIP_SECONDS = 10.0
 FREQ_MASK, TIME_MASK = 24, 96  # the reference's SpecAugment (docs/methods.md §1.3)
@@ -93,11 +96,7 @@ def peak_table(device: torch.device) -> dict[str, float] | None:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    return cpu_name()
 
 
 def fp32_peak_key() -> str:

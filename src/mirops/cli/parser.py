@@ -158,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     prom = sub.add_parser("promote", help="the promotion gate: challenger vs champion on the same test clips "
-                                          "(paired permutation test at registry.alpha), audit passed, no critical "
-                                          "drift")
+                                          "(paired bootstrap, 1 - registry.alpha interval), audit passed, no "
+                                          "critical drift")
     prom.add_argument("name", nargs="?", help="registered model (default: registry.model_name)")
     prom.add_argument("--version", help="the version to judge (default: the challenger)")
     prom.add_argument("--family", choices=list(lineage.FAMILY_NAMES),
