@@ -56,6 +56,9 @@ def test_a_typo_anywhere_is_an_error_naming_the_nearest_key(tmp_path, monkeypatc
     (tmp_path / "params.yaml").write_text("monitor:\n  drift_share_threshold: 0.5\n")
     with pytest.raises(ValueError, match=r"`monitor.drift_share_threshold` is no longer a setting: .*`monitor.alpha`"):
         Settings.load(tmp_path)
+    (tmp_path / "params.yaml").write_text("registry:\n  confidence: 0.9\n")
+    with pytest.raises(ValueError, match=r"`registry.confidence` is no longer a setting: .*`registry.alpha`"):
+        Settings.load(tmp_path)
     (tmp_path / "params.yaml").write_text("reprogram:\n  epochs: 1\n")
     with pytest.raises(ValueError, match=r"unknown key `sed`: did you mean `seed`"):
         Settings.load(tmp_path, sed=3)
