@@ -186,13 +186,43 @@ def test_presets_set_the_recipe_and_single_values_still_win(tmp_path):
     from mirops.config import TRAIN_PRESETS, Settings, preset_overrides
 
     settings = Settings.load(tmp_path, **preset_overrides("reference"))
-    assert (settings.reprogram.lr, settings.reprogram.batch_size, settings.reprogram.epochs) == (1e-5, 4, 30)
-    assert settings.reprogram.lr_milestones == list(range(5, 26)) and settings.reprogram.freq_mask == 24
+    p = settings.reprogram
+    assert (p.lr, p.batch_size, p.epochs) == (1e-5, 4, 30)
+    assert p.lr_milestones == list(range(5, 26)) and p.freq_mask == 24
+    # the reference's U-Net (its final ReLU), trained on the whole train split for 30 epochs, the last one kept
+    assert p.final_relu and p.fold_valid and p.select == "last" and p.patience is None
     settings = Settings.load(tmp_path, **(preset_overrides("reference") | {"reprogram__epochs": 2}))
     assert settings.reprogram.epochs == 2 and settings.reprogram.lr == 1e-5
-    assert set(TRAIN_PRESETS) == {"reference", "tuned"}
-    with pytest.raises(ValueError, match="unknown training preset 'fast'"):
+    tuned = Settings.load(tmp_path, **preset_overrides("tuned")).reprogram
+    assert not tuned.final_relu and tuned.select == "valid" and not tuned.fold_valid and tuned.patience == 4
+    assert set(TRAIN_PRESETS["reprogram"]) == {"reference", "tuned"}
+    with pytest.raises(ValueError, match="unknown reprogram training preset 'fast'"):
         preset_overrides("fast")
+
+
+def test_selection_settings_that_contradict_each_other_are_errors():
+    with pytest.raises(ValueError, match="select=last"):
+        ReprogramParams(fold_valid=True)  # valid clips in training cannot choose the epoch
+    with pytest.raises(ValueError, match="patience=null"):
+        ReprogramParams(select="last", patience=3)
+
+
+def test_the_last_epoch_is_kept_and_training_needs_no_valid_clips():
+    train, valid = _tiny_problem(0), _tiny_problem(1)
+    params = ReprogramParams(epochs=3, batch_size=4, lr=0.05, select="last", patience=None)
+    model = _pooled_model("cnn")
+    result = fit(model, train, valid, params, seed=0)
+    assert result.best_epoch == 3 and [r["epoch"] for r in result.history] == [1, 2, 3]
+    assert "valid_mAP" in result.history[-1]  # a valid split, when there is one, is still reported
+
+    empty = SpecSet(valid.specs[:0], valid.labels[:0])
+    folded = _pooled_model("cnn")
+    result = fit(folded, train, empty, params, seed=0)
+    assert result.best_epoch == 3 and result.best_valid == {}
+    assert all(set(row) >= {"epoch", "train_loss"} and "valid_loss" not in row for row in result.history)
+    assert all(torch.equal(v, _trainable(model)[k]) for k, v in _trainable(folded).items())  # same run, same end
+    with pytest.raises(ValueError, match="no valid clips"):
+        fit(_pooled_model("cnn"), train, empty, ReprogramParams(epochs=1), seed=0)
 
 
 def test_specaugment_fills_with_the_backbones_silence():

@@ -12,12 +12,14 @@ from mlflow import MlflowClient
 
 from mirops import lineage
 from mirops.config import Settings
+from mirops.features.logmel import YamnetLogMel
 from mirops.registry import tracking
 from tests.conftest import needs_soundfonts
 from tests.test_cli import BIN, mirops
 
 CLASSES = 4  # TINY's demo classes
-PAPER_VARIANTS = ["backbone-map", "cnn-only", "unet-only", "cnn-backbone-fc", "unet-backbone-fc"]
+PAPER_VARIANTS = ["backbone-map", "backbone-ln-linear", "noise-backbone-fc", "cnn-only", "unet-only",
+                  "cnn-backbone-fc", "unet-backbone-fc"]
 
 
 def head(dim: int) -> int:
@@ -42,12 +44,24 @@ def test_paper_grid_on_yamnet_logs_a_parent_run_with_a_child_per_variant(demo_pr
     assert list(rows) == PAPER_VARIANTS
     # trainable parameters as the paper's table counts them: transform + mapping, never the backbone
     assert rows["backbone-map"]["trainable_params"] == 0  # the fixed AudioSet map has nothing to train
+    assert rows["backbone-ln-linear"]["trainable_params"] == head(1024)  # AST-BS: the head alone
+    import torch
+
+    seconds = Settings.load(demo_project).reprogram.clip_seconds
+    frames = YamnetLogMel()(torch.zeros(1, int(seconds * 16000))).shape[1]
+    padded = frames + (-frames) % 8  # the length the backbone pads its input to
+    assert rows["noise-backbone-fc"]["trainable_params"] == padded * 64 + head(1024)  # one delta per log-mel bin
     assert rows["cnn-only"]["trainable_params"] == 20 + head(2 * 64)  # pooled 64-band log-mel
     assert rows["unet-only"]["trainable_params"] == 1285 + head(2 * 64)
     assert rows["cnn-backbone-fc"]["trainable_params"] == 20 + head(1024)
     assert rows["unet-backbone-fc"]["trainable_params"] == 1285 + head(1024)
     for row in rows.values():
         assert 0.0 <= row["test_mAP"] <= 1.0 and 0.0 <= row["test_F1_openmic"] <= 1.0
+    # the paper's side of each row, with where its number comes from
+    assert [(round(rows[v]["paper_F1_openmic"], 4), rows[v]["paper_params_M"]) for v in PAPER_VARIANTS[1:]] == [
+        (0.6203, 0.017), (0.68, 0.148), (0.6077, 0.017), (0.6273, None), (0.7808, 0.017), (0.816, 0.018)]
+    assert [rows[v]["paper_source"] for v in PAPER_VARIANTS] == ["ours", "table", "figure median"] + ["table"] * 4
+    assert rows["backbone-map"]["paper_F1_openmic"] is None and rows["backbone-map"]["paper_params_M"] == 0.0
 
     runs = grid_runs(demo_project, summary["run_id"])
     assert sorted(runs["children"]) == sorted(PAPER_VARIANTS)
@@ -56,7 +70,7 @@ def test_paper_grid_on_yamnet_logs_a_parent_run_with_a_child_per_variant(demo_pr
     assert [f.path for f in runs["client"].list_artifacts(summary["run_id"], "plots")] == [
         "plots/grid_per_class_f1.png"]
     table = runs["client"].download_artifacts(summary["run_id"], "grid_summary.md")
-    assert "| unet-backbone-fc | U-Net + backbone + FC" in Path(table).read_text()
+    assert "| unet-backbone-fc   | U-Net + backbone + FC (AST-URP)" in Path(table).read_text()
     for name, child in runs["children"].items():
         assert child.data.metrics["params_trainable"] == rows[name]["trainable_params"]
         assert child.data.metrics["test_mAP"] == pytest.approx(rows[name]["test_mAP"])
@@ -69,6 +83,25 @@ def test_paper_grid_on_yamnet_logs_a_parent_run_with_a_child_per_variant(demo_pr
                               "--set", "reprogram.epochs=2", "--json").stdout)
     assert again["run_id"] == summary["run_id"] and again["rows"] == summary["rows"]  # nothing retrained
     assert len(grid_runs(demo_project, summary["run_id"])["children"]) == len(PAPER_VARIANTS)
+
+
+@needs_soundfonts
+def test_the_reference_preset_trains_the_reference_unet_on_the_whole_train_split(demo_project):
+    import pandas as pd
+
+    done = mirops(demo_project, "train", "reprogram", "--preset", "reference", "--set", "reprogram.epochs=2",
+                  "--json")
+    run_id = json.loads(done.stdout)["run_id"]
+    tracking.setup(Settings.load(demo_project))
+    run = MlflowClient().get_run(run_id)
+    manifest = pd.read_parquet(demo_project / "data" / "manifest.parquet")
+    counts = manifest["split"].value_counts()
+    params = run.data.params
+    assert params["reprogram.final_relu"] == "True" and params["reprogram.select"] == "last"
+    assert int(params["train_clips"]) == counts["train"] + counts["valid"] and int(params["valid_clips"]) == 0
+    assert run.data.metrics["best_epoch"] == 2  # the last epoch, not one chosen on held-out clips
+    assert not any(key.startswith("best_valid_") for key in run.data.metrics)
+    assert "epoch 2 kept (no valid clips to choose with)" in " ".join(done.stderr.split())  # the console wraps
 
 
 @needs_soundfonts

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEMO_CLASSES = [  # the 18 OpenMIC-2018 classes General MIDI can play (it has no mandolin or ukulele)
@@ -132,10 +132,24 @@ class ReprogramParams(Section):
     threshold: float = 0.5
     clip_seconds: float = 10.0     # every clip is centre-cropped or zero-padded to this length
     final_relu: bool = False       # keep the reference U-Net's last ReLU (see models/transforms.py)
+    # Which epoch's weights are kept: "valid" the best valid mAP (early stopping with `patience`), "last" the
+    # last one, as the reference does (it has no valid split and trains a fixed number of epochs).
+    select: str = Field("valid", pattern="^(valid|last)$")
+    fold_valid: bool = False       # train on train + valid (the whole original train split); needs select=last
     calibrate: bool = True         # start the U-Net near the identity on the data's log-mel scale
     device: str = "auto"           # "auto": CUDA when there is a GPU, else CPU
     precision: str = Field("auto", pattern="^(auto|fp32|bf16)$")  # auto: bf16 autocast on CUDA, fp32 on CPU
     max_clips: int | None = None  # cap on training clips (tests, smoke runs)
+
+    @model_validator(mode="after")
+    def _selection(self) -> ReprogramParams:
+        if self.fold_valid and self.select != "last":
+            raise ValueError("reprogram.fold_valid trains on the valid clips, so they cannot choose the epoch: "
+                             "set reprogram.select=last (or fold_valid=false)")
+        if self.select == "last" and self.patience is not None:
+            raise ValueError("reprogram.patience stops early on valid mAP, which select=last does not look at: "
+                             "set reprogram.patience=null (or select=valid)")
+        return self
 
     @field_validator("audioset_labels", mode="before")
     @classmethod
@@ -199,23 +213,31 @@ class EastParams(Section):
     model_name: str = "mirops-east"
 
 
-TRAIN_PRESETS: dict[str, dict[str, Any]] = {
-    # Chen & Lerch's recipe (docs/methods.md §1.7): 30 epochs on ~15k OpenMIC clips, Adam 1e-5, batch 4,
-    # MultiStepLR from epoch 5 to 25 (gamma 0.85), SpecAugment 24 bins / 96 frames, no early stopping.
-    "reference": {"epochs": 30, "batch_size": 4, "lr": 1e-5, "weight_decay": 5e-7,
-                  "lr_milestones": list(range(5, 26)), "lr_gamma": 0.85, "patience": None,
-                  "freq_mask": 24, "time_mask": 96, "calibrate": False},
-    # What works on a few hundred clips: a larger step, fewer epochs, early stopping on valid mAP.
-    "tuned": {"epochs": 8, "batch_size": 8, "lr": 3e-3, "weight_decay": 5e-7, "lr_milestones": [],
-              "patience": 4, "freq_mask": 8, "time_mask": 96, "calibrate": True},
+# Training recipes by family section and name (`mirops train FAMILY --preset NAME`); --set wins over them.
+TRAIN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "reprogram": {
+        # Chen & Lerch's recipe (docs/methods.md §1.7): 30 epochs on the whole split01 train (~15k OpenMIC clips,
+        # no validation), Adam 1e-5, batch 4, MultiStepLR from epoch 5 to 25 (gamma 0.85), SpecAugment 24 bins /
+        # 96 frames, the U-Net's final ReLU, no early stopping, the last epoch kept.
+        "reference": {"epochs": 30, "batch_size": 4, "lr": 1e-5, "weight_decay": 5e-7,
+                      "lr_milestones": list(range(5, 26)), "lr_gamma": 0.85, "patience": None,
+                      "freq_mask": 24, "time_mask": 96, "calibrate": False, "final_relu": True,
+                      "select": "last", "fold_valid": True},
+        # What works on a few hundred clips: a larger step, fewer epochs, early stopping on valid mAP.
+        "tuned": {"epochs": 8, "batch_size": 8, "lr": 3e-3, "weight_decay": 5e-7, "lr_milestones": [],
+                  "patience": 4, "freq_mask": 8, "time_mask": 96, "calibrate": True, "final_relu": False,
+                  "select": "valid", "fold_valid": False},
+    },
 }
+PRESET_NAMES = sorted({name for presets in TRAIN_PRESETS.values() for name in presets})
 
 
-def preset_overrides(name: str) -> dict[str, Any]:
-    """`reprogram__<field>` overrides of a preset, for `Settings.load(**overrides)`."""
-    if name not in TRAIN_PRESETS:
-        raise ValueError(f"unknown training preset {name!r}; choose one of {sorted(TRAIN_PRESETS)}")
-    return {f"reprogram__{key}": value for key, value in TRAIN_PRESETS[name].items()}
+def preset_overrides(name: str, section: str = "reprogram") -> dict[str, Any]:
+    """`<section>__<field>` overrides of a family's preset, for `Settings.load(**overrides)`."""
+    presets = TRAIN_PRESETS.get(section, {})
+    if name not in presets:
+        raise ValueError(f"unknown {section} training preset {name!r}; choose one of {sorted(presets)}")
+    return {f"{section}__{key}": value for key, value in presets[name].items()}
 
 
 class RegistryParams(Section):

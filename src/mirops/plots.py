@@ -29,15 +29,19 @@ def per_class_bars(per_class: dict[str, dict[str, float]], keys: tuple[str, ...]
 def training_curves(history: list[dict[str, float]]):
     history = [row for row in history if "train_loss" in row]  # epoch 0: a model with nothing to train
     epochs = [row["epoch"] for row in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    validated = all("valid_loss" in row for row in history)  # not when the valid clips are trained on
+    fig, axes = plt.subplots(1, 2 if validated else 1, figsize=(9 if validated else 4.5, 3.2), squeeze=False)
+    left = axes[0, 0]
     left.plot(epochs, [r["train_loss"] for r in history], label="train loss")
-    left.plot(epochs, [r["valid_loss"] for r in history], label="valid loss")
+    if validated:
+        left.plot(epochs, [r["valid_loss"] for r in history], label="valid loss")
+        right = axes[0, 1]
+        right.plot(epochs, [r["valid_mAP"] for r in history], label="valid mAP")
+        right.plot(epochs, [r["valid_ROC_AUC"] for r in history], label="valid ROC-AUC")
+        right.set_xlabel("epoch")
+        right.legend()
     left.set_xlabel("epoch")
     left.legend()
-    right.plot(epochs, [r["valid_mAP"] for r in history], label="valid mAP")
-    right.plot(epochs, [r["valid_ROC_AUC"] for r in history], label="valid ROC-AUC")
-    right.set_xlabel("epoch")
-    right.legend()
     fig.tight_layout()
     return fig
 

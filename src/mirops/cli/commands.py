@@ -23,9 +23,12 @@ def settings_of(args: argparse.Namespace):
 
 def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
     from mirops.config import preset_overrides
+    from mirops.families import family
 
     # A preset sets the training recipe; --set still wins over it.
-    out: dict[str, Any] = preset_overrides(args.preset) if getattr(args, "preset", None) else {}
+    out: dict[str, Any] = {}
+    if getattr(args, "preset", None):
+        out = preset_overrides(args.preset, family(getattr(args, "family", None) or "reprogram").section)
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep or not key:

@@ -9,7 +9,7 @@ from importlib import metadata
 
 from mirops import __version__, lineage
 from mirops.cli import commands as c
-from mirops.config import TRAIN_PRESETS
+from mirops.config import PRESET_NAMES
 from mirops.train.grid import GRIDS
 
 DESCRIPTION = "Train, audit, register and monitor music classifiers from scarce, partially labelled data."
@@ -141,9 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--grid", choices=sorted(GRIDS),
                        help="train every variant of a grid under one parent run (reprogram paper: Chen & Lerch's "
                             "ablation; east paper: student, probe, KD, EAsT, KD + EAsT per teacher)")
-    train.add_argument("--preset", choices=sorted(TRAIN_PRESETS),
-                       help="training recipe: reference (Chen & Lerch: lr 1e-5, batch 4, 30 epochs) or tuned "
-                            "(small data); --set overrides single values")
+    train.add_argument("--preset", choices=PRESET_NAMES,
+                       help="training recipe: reference (the paper's; reprogram: Chen & Lerch's lr 1e-5, batch 4, "
+                            "30 epochs on train + valid, last epoch kept) or tuned (small data); --set overrides "
+                            "single values")
     train.add_argument("--resume", action="store_true",
                        help="continue the interrupted run of the same settings and data from its last epoch")
     train.set_defaults(func=c.cmd_train)

@@ -110,6 +110,16 @@ def fixed_label_map(settings: Settings, net, classes: list[str], required: bool)
     return label_map, None
 
 
+def fold_valid_into_train(sets: dict, parts: dict) -> tuple[dict, dict]:
+    """Train on train + valid and leave valid empty (`reprogram.fold_valid`): the split a dataset carved for
+    validation goes back to training, as the reference trains on all of OpenMIC's split01 train."""
+    train, valid = sets[TRAIN], sets[VALID]
+    sets = sets | {TRAIN: SpecSet(torch.cat([train.specs, valid.specs]), torch.cat([train.labels, valid.labels])),
+                   VALID: SpecSet(valid.specs[:0], valid.labels[:0])}
+    parts = parts | {TRAIN: pd.concat([parts[TRAIN], parts[VALID]], ignore_index=True), VALID: parts[VALID].iloc[:0]}
+    return sets, parts
+
+
 class Reprogramming(ModelFamily):
     name = "reprogram"
     section = "reprogram"
@@ -128,6 +138,9 @@ class Reprogramming(ModelFamily):
         config = super().checkpoint_config(settings)
         if config.get("audioset_labels") is None:  # unset: the folders of runs from before the setting existed
             config.pop("audioset_labels", None)
+        if config.get("select") == "valid" and not config.get("fold_valid"):  # likewise, the defaults
+            config.pop("select", None)
+            config.pop("fold_valid", None)
         return config
 
     def prepare(self, settings: Settings, ds: DatasetVersion, grid: str | None = None) -> Prepared:
@@ -138,6 +151,8 @@ class Reprogramming(ModelFamily):
         splits = (TRAIN, VALID, TEST) if grid else (TRAIN, VALID)
         sets, parts, skipped = split_sets(settings, ds, net.frontend, splits, p.clip_seconds, p.max_clips,
                                           lambda frames, labels, _rows: SpecSet(frames, labels))
+        if p.fold_valid:  # the reference trains on the whole original train split, valid clips included
+            sets, parts = fold_valid_into_train(sets, parts)
         return Prepared(sets, parts, skipped, ds.classes, {"backbone": net, "label_map": label_map,
                                                            "no_fixed_map": no_fixed_map})
 

@@ -59,7 +59,9 @@ def fit_logged(run, fit: Callable[[Callable], Trained], epochs: int, checkpoints
     with progress(f"training {what}", epochs) as advance:
         def on_epoch(row: dict[str, float]) -> None:
             run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
-            advance(description=f"{what}: epoch {row['epoch']} valid mAP {row['valid_mAP']:.3f}")
+            shown = (f"valid mAP {row['valid_mAP']:.3f}" if "valid_mAP" in row
+                     else f"train loss {row.get('train_loss', float('nan')):.4f}")  # no valid split (fold_valid)
+            advance(description=f"{what}: epoch {row['epoch']} {shown}")
 
         trained = fit(on_epoch)
     result = trained.result
@@ -126,9 +128,9 @@ def train(settings: Settings, family_name: str = "reprogram", dataset_version: s
         "best_epoch": result.best_epoch, "epochs": len(result.history), "stopped_early": result.stopped_early,
         **{f"best_valid_{k}": v for k, v in result.best_valid.items()},
         "params_trainable": trainable, "params_total": total})
-    console.print(f"[bold]train[/] run {run.id}: best epoch {result.best_epoch}, "
-                  f"valid mAP {result.best_valid.get('mAP', float('nan')):.3f}, "
-                  f"{trainable:,} trainable of {total:,} parameters")
+    kept = (f"best epoch {result.best_epoch}, valid mAP {result.best_valid['mAP']:.3f}" if "mAP" in result.best_valid
+            else f"epoch {result.best_epoch} kept (no valid clips to choose with)")
+    console.print(f"[bold]train[/] run {run.id}: {kept}, {trainable:,} trainable of {total:,} parameters")
     return run.id
 
 
@@ -216,6 +218,12 @@ def train_grid(settings: Settings, family_name: str = "reprogram", grid: str = "
     atomic_write_text(out, markdown)
     console.print(markdown, soft_wrap=True, highlight=False)
     summary = {"run_id": parent.id, "grid": grid, "family": fam.name, "dataset_version": ds.id, "summary": str(out),
-               "rows": table.to_dict(orient="records"), "skipped": skipped}
+               "rows": json_records(table), "skipped": skipped}
     atomic_write_json(out.with_suffix(".json"), summary)
     return summary
+
+
+def json_records(table) -> list[dict]:
+    """The table's rows with empty cells as null, so `--json` output is strict JSON (jq rejects NaN)."""
+    return [{k: None if isinstance(v, float) and np.isnan(v) else v for k, v in row.items()}
+            for row in table.astype(object).to_dict(orient="records")]

@@ -123,8 +123,14 @@ class _LoopState:
     since_best: int = 0
     result: FitResult = field(default_factory=lambda: FitResult(best_epoch=0, best_valid={}))
 
-    def keep_if_best(self, model: nn.Module, epoch: int, metrics: dict[str, float], loss: float) -> None:
-        """Model selection on valid mAP (on the loss only while no class has both label kinds)."""
+    def keep_if_best(self, model: nn.Module, epoch: int, metrics: dict[str, float], loss: float,
+                     select: str = "valid") -> None:
+        """Model selection on valid mAP (on the loss only while no class has both label kinds); `select="last"`
+        keeps every new epoch instead (a fixed-length recipe without a valid split)."""
+        if select == "last":
+            self.result.best_epoch, self.result.best_valid = epoch, metrics
+            self.best_state = _trainable_state(model)
+            return
         score = metrics["mAP"] if not np.isnan(metrics["mAP"]) else -loss
         if score > self.best_score:
             self.best_score, self.since_best = score, 0
@@ -176,9 +182,10 @@ def run_epochs(
     resume: bool = False,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     fresh_start: Callable[[], None] | None = None,
+    select: str = "valid",
 ) -> FitResult:
     """Run epochs 1..`epochs` of `one_epoch(epoch) -> (history row, valid metrics, valid loss)`; on return
-    `model` holds the weights of the best epoch by valid mAP.
+    `model` holds the weights of the best epoch by valid mAP (`select="valid"`) or of the last (`"last"`).
 
     Stops early once `patience` epochs (0: never) went by without a better one. Each row gets the learning rate
     after the epoch and the epoch's wall-clock seconds. With `checkpoints` every finished epoch is saved (the
@@ -200,7 +207,7 @@ def run_epochs(
         row, metrics, loss = one_epoch(epoch)
         row |= {"lr": optimiser.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - started}
         state.result.history.append(row)
-        state.keep_if_best(model, epoch, metrics, loss)
+        state.keep_if_best(model, epoch, metrics, loss, select)
         if checkpoints is not None:
             checkpoints.save(epoch, _snapshot(model, optimiser, scheduler, order_rng, state))
         if on_epoch:

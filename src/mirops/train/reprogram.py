@@ -42,6 +42,9 @@ def predict_probs(
 
 
 def validate(model: ReprogrammedClassifier, valid: SpecSet, params: ReprogramParams) -> tuple[dict[str, float], float]:
+    """Valid metrics and masked BCE; none (an empty dict and NaN) when there are no valid clips."""
+    if not len(valid):
+        return {}, float("nan")
     probs = predict_probs(model, valid.specs, precision=params.precision)
     metrics, _ = evaluate_probs(probs, valid.labels.numpy(), model.classes, params.threshold)
     logits = torch.logit(torch.from_numpy(probs).clamp(1e-6, 1 - 1e-6))
@@ -59,14 +62,19 @@ def fit(
     checkpoints: Checkpoints | None = None,
     resume: bool = False,
 ) -> FitResult:
-    """Train in place; on return `model` holds the weights of the best validation epoch.
+    """Train in place; on return `model` holds the weights of the best validation epoch (`params.select`
+    "valid") or of the last epoch ("last", the reference's fixed-length recipe).
 
-    Model selection and early stopping (`params.patience`) use the valid split's mAP. With `checkpoints`
+    Model selection and early stopping (`params.patience`) use the valid split's mAP. An empty `valid` set
+    (the reference trains on the whole train split) is allowed with `select="last"`: nothing is validated. With `checkpoints`
     every finished epoch is saved; `resume=True` continues from the newest one, and the run ends exactly
     as the uninterrupted run would have. A model with nothing to train (the fixed AudioSet map without a
     transform) is only validated.
     """
     device = model_device(model)
+    if not len(valid) and params.select != "last":
+        raise ValueError("no valid clips to choose the epoch with: set reprogram.select=last (a fixed-length "
+                         "recipe), or give the dataset a valid split")
     if not model.trainable_parameters():
         metrics, valid_loss = validate(model, valid, params)
         row = {"epoch": 0, "valid_loss": valid_loss, **{f"valid_{k}": v for k, v in metrics.items()}}
@@ -97,15 +105,12 @@ def fit(
                 on_batch(step, -(-len(order) // params.batch_size))
         scheduler.step()
         valid_metrics, valid_loss = validate(model, valid, params)
-        row = {
-            "epoch": epoch,
-            "train_loss": float(np.mean(losses)),
-            "valid_loss": valid_loss,
-            **{f"valid_{k}": v for k, v in valid_metrics.items()},
-        }
+        row = {"epoch": epoch, "train_loss": float(np.mean(losses))}
+        if len(valid):  # nothing to report without valid clips (fold_valid: they are trained on)
+            row |= {"valid_loss": valid_loss, **{f"valid_{k}": v for k, v in valid_metrics.items()}}
         return row, valid_metrics, valid_loss
 
     calibrate = (lambda: model.calibrate_transform(train.specs)) if params.calibrate else None
     return run_epochs(model, optimiser, scheduler, order_rng, epochs=params.epochs, patience=params.patience,
                       one_epoch=one_epoch, checkpoints=checkpoints, resume=resume, on_epoch=on_epoch,
-                      fresh_start=calibrate)
+                      fresh_start=calibrate, select=params.select)
