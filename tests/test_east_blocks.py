@@ -327,15 +327,28 @@ def test_ast_teacher_gives_its_pooled_embedding_as_a_length_one_sequence(tmp_pat
     assert out.embeddings.shape == (2, 1, 32) and out.hop_s is None and out.logits.shape == (2, 3)
 
 
+def test_ragged_sequences_stack_to_the_longest_and_different_dims_are_named():
+    from mirops.models.teachers import stack_sequences
+
+    a, b = np.arange(6.0).reshape(3, 2), np.arange(4.0).reshape(2, 2)
+    out = stack_sequences([a, b])
+    assert out.shape == (2, 3, 2) and (out[1, 2] == b[1]).all() and (out[0] == a).all()
+    with pytest.raises(ValueError, match=r"different dims \[2, 5\].*clip-b"):
+        stack_sequences([a, np.zeros((3, 5))], ["clip-a", "clip-b"])
+
+
 def test_precomputed_teacher_reads_normalises_and_names_missing_files(tmp_path: Path):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "a.npy", rng.integers(0, 256, size=(10, 128)).astype(np.uint8))
     np.save(tmp_path / "b.npy", rng.integers(0, 256, size=(11, 128)).astype(np.uint8))
     teacher = build_teacher("vggish", tmp_path)
-    out = teacher.teach(clip_ids=["a", "b"])
-    assert out.embeddings.shape == (2, 10, 128) and out.hop_s == pytest.approx(0.96) and out.logits is None
-    expected = (np.load(tmp_path / "b.npy")[:10].astype(np.float32) - 128) / 256  # docs/methods.md §3.4
+    out = teacher.teach(clip_ids=["a", "b"])  # 10 and 11 frames: a ragged batch
+    assert out.embeddings.shape == (2, 11, 128) and out.hop_s == pytest.approx(0.96) and out.logits is None
+    expected = (np.load(tmp_path / "b.npy").astype(np.float32) - 128) / 256  # docs/methods.md §3.4
     np.testing.assert_allclose(out.embeddings[1].numpy(), expected)
+    short = (np.load(tmp_path / "a.npy").astype(np.float32) - 128) / 256
+    np.testing.assert_allclose(out.embeddings[0, :10].numpy(), short)  # every frame stays at its time
+    np.testing.assert_allclose(out.embeddings[0, 10].numpy(), short[-1])  # the missing one repeats the last
 
     with pytest.raises(FileNotFoundError, match=r"missing\.npy"):
         teacher.teach(clip_ids=["a", "missing"])

@@ -54,6 +54,25 @@ def test_teacher_embeddings_are_precomputed_as_mapped_tasks_then_reused(demo_pro
 
 
 @needs_soundfonts
+def test_ragged_precomputed_teacher_files_train(demo_project, tmp_path):
+    """VGGish files extracted elsewhere, 29 or 30 frames per clip as real MTAT clips give: they train."""
+    import pandas as pd
+
+    folder = tmp_path / "vggish"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    clip_ids = pd.read_parquet(demo_project / "data" / "manifest.parquet")["clip_id"]
+    for i, clip_id in enumerate(clip_ids):
+        np.save(folder / f"{clip_id}.npy", rng.integers(0, 256, size=(29 + i % 2, 128)).astype(np.uint8))
+    done = mirops(demo_project, "train", "east", *SMALL, "--set", "east.teachers=[\"vggish\"]",
+                  "--set", f'east.teacher_sources={{"vggish": "{folder}"}}', "--set", "east.epochs=1", "--json")
+    run_id = json.loads(done.stdout)["run_id"]
+    tracking.setup(Settings.load(demo_project))
+    run = MlflowClient().get_run(run_id)
+    assert run.data.tags["mirops.teacher"] == "vggish" and "valid_dcor" in run.data.metrics
+
+
+@needs_soundfonts
 def test_east_paper_grid_compares_student_probe_kd_east(demo_project):
     summary = json.loads(mirops(demo_project, "train", "east", "--grid", "paper", *SMALL, "--json").stdout)
     rows = {row["variant"]: row for row in summary["rows"]}

@@ -27,7 +27,7 @@ from mirops.features.dataset_clips import DatasetClips
 from mirops.lineage import TAG_TEACHER
 from mirops.models.serving import ServingSpec
 from mirops.models.students import build_student
-from mirops.models.teachers import AudioTeacher, build_teacher
+from mirops.models.teachers import AudioTeacher, build_teacher, stack_sequences
 from mirops.plots import metric_bars
 from mirops.progress import console
 from mirops.train.east import (
@@ -138,7 +138,7 @@ class East(ModelFamily):
                 if seqs.failed:
                     raise ValueError(f"teacher {name} could not embed {len(seqs.failed)} clips of the {s} split; "
                                      f"first: {next(iter(seqs.failed.values()))}")
-                caches[name] = TeacherCache(torch.from_numpy(np.stack(seqs.arrays)), hop)
+                caches[name] = TeacherCache(torch.from_numpy(stack_sequences(seqs.arrays, seqs.paths)), hop)
             sets[s] = EastSet(torch.from_numpy(frames), torch.from_numpy(ds.labels(kept)), caches)
             parts[s], skipped = kept, skipped + n_bad
         probes = {}

@@ -161,8 +161,7 @@ class PrecomputedTeacher(Teacher):
     """Embeddings read from `<folder>/<clip_id>.npy`, each [T, D] (or [D] for a clip-level vector).
 
     Returned as float32 on the CPU, normalised as `(x - offset) / scale`. Clips of one batch may differ by a
-    frame or two (e.g. OpenL3/PaSST centring gives 11 frames for 10 s, VGGish 10): the batch is cut to its
-    shortest sequence, as the reference's truncate-to-shortest alignment would do anyway.
+    frame or two (real MTAT clips give VGGish 29 or 30 frames): `stack_sequences` brings them to one length.
     """
 
     needs_audio = False
@@ -209,11 +208,27 @@ class PrecomputedTeacher(Teacher):
         if not clip_ids:
             raise ValueError(f"precomputed {self.name} embeddings are looked up by clip: pass clip_ids")
         arrays = [self.load(clip_id) for clip_id in clip_ids]
-        dims = {array.shape[1] for array in arrays}
-        if len(dims) > 1:
-            raise ValueError(f"{self.folder}: clips {list(clip_ids)} have embeddings of different dims {dims}")
-        length = min(len(array) for array in arrays)
-        return TeacherOutput(torch.from_numpy(np.stack([array[:length] for array in arrays])), self.hop_s, None)
+        return TeacherOutput(torch.from_numpy(stack_sequences(arrays, list(clip_ids))), self.hop_s, None)
+
+
+def stack_sequences(arrays: Sequence[np.ndarray], names: Sequence[str] | None = None) -> np.ndarray:
+    """Per-clip embedding sequences [T_i, D] of one teacher as one array [N, T, D], T the longest T_i.
+
+    Clips of nominally equal length give a frame more or less (29 or 30 VGGish frames for MTAT's "29.1 s" clips,
+    which are 29.0-29.2 s). At the same hop, frame t of every clip is at t * hop seconds, so a shorter sequence is
+    extended by repeating its last frame (repeat-and-truncate, as the loss aligns time) and nothing is
+    stretched or dropped. Different dims are an error naming the clips.
+    """
+    if not arrays:
+        raise ValueError("no embedding sequences to stack")
+    dims = {array.shape[1] for array in arrays}
+    if len(dims) > 1:
+        first = {array.shape[1]: (names[i] if names else i) for i, array in enumerate(arrays)}
+        raise ValueError(f"embeddings of different dims {sorted(dims)} in one teacher (clips {first})")
+    length = max(len(array) for array in arrays)
+    return np.stack([array if len(array) == length else
+                     np.concatenate([array, np.repeat(array[-1:], length - len(array), axis=0)])
+                     for array in arrays])
 
 
 def build_teacher(name: str, source: str | Path | None = None, **options) -> Teacher:
