@@ -363,3 +363,36 @@ def test_precomputed_teacher_reads_normalises_and_names_missing_files(tmp_path: 
     clip_level = PrecomputedTeacher(tmp_path, hop_s=None)
     np.save(tmp_path / "c.npy", np.ones(2048, dtype=np.float32))  # a [D] clip vector reads as [1, D]
     assert clip_level.teach(clip_ids=["c"]).embeddings.shape == (1, 1, 2048)
+
+
+def test_the_papers_teachers_embed_clips_at_their_own_rate_with_the_references_frames(tmp_path: Path):
+    """Each of the four, as `mirops train east` sees it (`teach`, normalised as the reference's dataset does):
+    10 s and 29.1 s clips at the teacher's rate give the reference's frame counts (docs/methods.md §3.4)."""
+    from mirops.models.teacher_nets.openl3 import OpenL3Mel128
+    from mirops.models.teacher_nets.panns import CHECKPOINT_NAME, Cnn14
+    from mirops.models.teacher_nets.passt import PaSST
+    from mirops.models.teacher_nets.vggish import VGGish
+    from mirops.models.teachers import NetTeacher
+
+    torch.manual_seed(0)
+    small_panns = (4, 8, 8, 16, 16, 32)
+    torch.save({"iteration": 0, "model": Cnn14(widths=small_panns).state_dict()}, tmp_path / CHECKPOINT_NAME)
+    teachers = {"panns": build_teacher("panns", tmp_path / CHECKPOINT_NAME, widths=small_panns),
+                "passt": NetTeacher(PaSST(depth=1), "passt"),
+                "openl3": NetTeacher(OpenL3Mel128(channels=(8, 16, 32, 512)), "openl3"),
+                "vggish": NetTeacher(VGGish(conv_channels=(4, 4, 8, 8, 8, 8), hidden_size=128), "vggish")}
+    pca = torch.linalg.qr(torch.randn(128, 128))[0]  # an orthonormal PCA, as the official file holds one
+    teachers["vggish"].net.pproc.load_pca({"pca_eigen_vectors": pca.numpy(), "pca_means": np.zeros(128)})
+    expected = {"vggish": (16_000, 128, 10, 30), "openl3": (48_000, 512, 11, 31), "passt": (32_000, 768, 11, 31),
+                "panns": (32_000, 2048, 1, 1)}
+    for name, (rate, dim, frames_10s, frames_29s) in expected.items():
+        teacher = teachers[name]
+        assert (teacher.sample_rate, teacher.embedding_dim) == (rate, dim), name
+        for seconds, frames in ((10.0, frames_10s), (29.1, frames_29s)):
+            out = teacher.teach(0.1 * torch.randn(1, int(seconds * rate)))
+            assert out.embeddings.shape == (1, frames, dim), (name, seconds)
+        assert out.hop_s == (None if name == "panns" else pytest.approx(0.96))
+    vggish = teachers["vggish"].teach(0.1 * torch.randn(1, 16_000)).embeddings
+    assert vggish.min() >= -0.5 and vggish.max() < 0.5  # 8-bit codes as (x - 128) / 256
+    with pytest.raises(FileNotFoundError, match="zenodo.org"):  # a checkpoint that is not there names its URL
+        build_teacher("panns", tmp_path / "elsewhere.pth")

@@ -104,3 +104,27 @@ def test_a_teacher_mode_without_a_teacher_is_refused_before_any_work(tmp_path, m
     root = make_project(tmp_path / "p", {"east": {"mode": mode, "teachers": []}})
     with pytest.raises(ValueError, match=re.escape(f"east.mode {mode} needs a teacher")):
         train(Settings.load(root), "east")
+
+
+@needs_soundfonts
+def test_a_paper_teacher_is_computed_in_project_from_its_official_checkpoint(demo_project, tmp_path):
+    """PANNs CNN14 at full size, random weights in the official file layout: precompute embeds every clip at
+    32 kHz into one 2048-d vector, and a student trains against it."""
+    from mirops.models.teacher_nets.panns import CHECKPOINT_NAME, Cnn14
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / CHECKPOINT_NAME
+    torch.save({"iteration": 0, "model": Cnn14().state_dict()}, checkpoint)
+    teacher = ["--set", f'east.teacher_sources={{"panns": "{checkpoint}"}}', "--set", "east.clip_seconds=3"]
+    before = teacher_files(demo_project)
+    done = json.loads(mirops(demo_project, "data", "precompute", "--teachers", "panns", *teacher, "--json").stdout)
+    assert done["teacher_ok"] == {"panns": done["clips"]}
+    added = teacher_files(demo_project) - before
+    assert len(added) == done["clips"] and np.load(next(iter(added))).shape == (1, 2048)
+
+    run_id = json.loads(mirops(demo_project, "train", "east", *SMALL, *teacher, "--set", 'east.teachers=["panns"]',
+                               "--set", "east.epochs=1", "--json").stdout)["run_id"]
+    assert teacher_files(demo_project) - before == added  # training read the precomputed vectors
+    tracking.setup(Settings.load(demo_project))
+    run = MlflowClient().get_run(run_id)
+    assert run.data.tags["mirops.teacher"] == "panns" and run.data.params["recipe.lam"] == "0.9"  # §3.7

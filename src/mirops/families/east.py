@@ -62,8 +62,9 @@ def teacher_key(settings: Settings, name: str) -> dict[str, Any]:
 
 def teacher_sequences(settings: Settings, ds: DatasetVersion, name: str, paths: list[str],
                       cache: ArrayCache | None = None) -> tuple[ClipResults, float]:
-    """Teacher embedding sequences [T, D] of clips of `ds` (16 kHz, cropped like the student's), computed
-    once and cached by content; returns (ClipResults, hop_s). Precomputed teachers read their own files."""
+    """Teacher embedding sequences [T, D] of clips of `ds` (decoded at the teacher's own rate, cropped like the
+    student's), computed once and cached by content; returns (ClipResults, hop_s). Precomputed teachers read
+    their own files."""
     teacher = _teacher(name, settings.east.teacher_sources.get(name))
     if not isinstance(teacher, AudioTeacher):  # already on disk, one .npy per clip id
         ids = dict(zip(ds.manifest["path"], ds.manifest["clip_id"], strict=True))
@@ -77,8 +78,8 @@ def teacher_sequences(settings: Settings, ds: DatasetVersion, name: str, paths: 
         return teacher.teach(audio=torch.from_numpy(wave)[None]).embeddings[0].float().numpy()
 
     clips = DatasetClips(ds.folder, cache or ArrayCache(settings.cache_dir), settings.ingest.crop)
-    return per_clip(clips.loader(settings.east.clip_seconds), paths, "teacher", teacher_key(settings, name),
-                    compute), teacher.hop_s
+    loader = clips.loader(settings.east.clip_seconds, teacher.sample_rate)
+    return per_clip(loader, paths, "teacher", teacher_key(settings, name), compute), teacher.hop_s
 
 
 def build(settings: Settings, classes: list[str]):

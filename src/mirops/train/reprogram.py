@@ -66,9 +66,9 @@ def fit(
     "valid") or of the last epoch ("last", the reference's fixed-length recipe).
 
     Model selection and early stopping (`params.patience`) use the valid split's mAP. An empty `valid` set
-    (the reference trains on the whole train split) is allowed with `select="last"`: nothing is validated. With `checkpoints`
-    every finished epoch is saved; `resume=True` continues from the newest one, and the run ends exactly
-    as the uninterrupted run would have. A model with nothing to train (the fixed AudioSet map without a
+    (the reference trains on the whole train split) is allowed with `select="last"`: nothing is validated.
+    With `checkpoints` every finished epoch is saved; `resume=True` continues from the newest one, and the run
+    ends exactly as the uninterrupted run would have. A model with nothing to train (the fixed AudioSet map without a
     transform) is only validated.
     """
     device = model_device(model)

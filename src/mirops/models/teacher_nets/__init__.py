@@ -1,0 +1,1 @@
+"""Faithful torch ports of the EAsT reference teachers, loading their official checkpoint files."""
