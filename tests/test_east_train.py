@@ -261,3 +261,73 @@ def test_evaluate_student_reports_dcor_as_one_minus_the_regulariser():
     metrics, losses = evaluate_student(tiny_student(), data, "student", "toy", 0.0, quick())
     assert losses["dcor"] == pytest.approx(1.0 - losses["east"]) and 0.0 <= losses["dcor"] <= 1.0
     assert losses["total"] == pytest.approx(losses["prediction"]) and set(metrics) >= {"mAP", "ROC_AUC"}
+
+
+def test_the_step_budget_ends_training_mid_epoch_and_reference_means_the_tasks():
+    from mirops.train.east import step_budget
+
+    # 24 clips in batches of 16: 2 steps an epoch, so 5 steps are two epochs and one batch of the third
+    result = fit_student(tiny_student(), toy_split(24, 1), toy_split(8, 2), quick(epochs=10, max_steps=5), seed=0,
+                         mode="student")
+    assert [row["epoch"] for row in result.history] == [1, 2, 3]
+    assert step_budget(EastParams(max_steps="reference")) == 80_000  # OpenMIC's trainer
+    assert step_budget(EastParams(task="tagging", student="mobile_fcn", max_steps="reference")) == 100_000
+    assert step_budget(EastParams()) is None
+
+
+def test_early_stopping_can_watch_the_valid_loss_as_the_reference_does():
+    student = tiny_student()
+    for module in student.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = 0.0
+    params = quick(epochs=8, lr=1e-12, patience=2, stop_on="loss")
+    result = fit_student(student, toy_split(24, 1), toy_split(8, 2), params, seed=0, mode="student")
+    assert result.stopped_early and [row["epoch"] for row in result.history] == [1, 2, 3]
+
+
+def test_mel_jitter_recomputes_training_frames_from_the_audio_at_every_step():
+    """The front end's per-clip mel-band jitter reaches training: train batches are computed from the audio in
+    training mode (a different bank each time); valid and test keep the cached eval-mode frames."""
+    from mirops.train.east import ClipWaves, gather
+
+    torch.manual_seed(0)
+    student = CPResNet(CLASSES, rho=3, base_channels=8)  # OpenMIC's front end: 32 kHz, 128 bands, jitter on
+    audio = 0.1 * torch.randn(12, 32_000)
+    reads: list[int] = []
+
+    def read(i: int) -> np.ndarray:
+        reads.append(i)
+        return audio[i].numpy()
+
+    frames = student.frontend.eval()(audio)
+    labels = (torch.rand(12, CLASSES) > 0.5).float()
+    labels[0], labels[1] = 1.0, 0.0
+    train = EastSet(frames, labels, waves=ClipWaves(read, np.arange(12)))
+    valid = EastSet(frames[:4], labels[:4])
+    front = student.frontend.train()
+    one, two = (gather(train, torch.arange(4), None, torch.device("cpu"), front).frames for _ in range(2))
+    assert one.shape == frames[:4].shape and not torch.allclose(one, two)  # jittered afresh
+    assert torch.allclose(gather(train, torch.arange(4), None, torch.device("cpu")).frames, frames[:4])
+
+    reads.clear()
+    fit_student(student, train, valid, quick(epochs=1, batch_size=4, mel_jitter=True), seed=0, mode="student")
+    assert sorted(reads) == list(range(12))  # every train clip's audio, once per epoch
+    reads.clear()
+    fit_student(student, train, valid, quick(epochs=1, batch_size=4, mel_jitter=False), seed=0, mode="student")
+    assert reads == []
+
+
+def test_the_east_reference_preset_is_the_references_recipe(tmp_path):
+    from mirops.config import preset_overrides
+    from mirops.train.east import effective_recipe
+
+    settings = Settings.load(tmp_path, **preset_overrides("reference", "east"))
+    p = settings.east
+    assert settings.seed == 1223 and p.stop_on == "loss" and p.max_steps == "reference"
+    recipe = effective_recipe(p, "east", "passt")
+    assert recipe["max_steps"] == 80_000 and recipe["patience"] == 15 and recipe["lr_patience"] == 8
+    assert recipe["mel_jitter"] is True and recipe["lam"] == 0.9  # OpenMIC, PaSST (docs/methods.md §3.7-3.9)
+    tagging = effective_recipe(p.model_copy(update={"task": "tagging"}), "east", "vggish")
+    assert (tagging["max_steps"], tagging["patience"], tagging["mel_jitter"]) == (100_000, 12, False)
+    with pytest.raises(ValueError, match="unknown east training preset 'tuned'; choose one of \\['reference'\\]"):
+        preset_overrides("tuned", "east")

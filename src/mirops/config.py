@@ -193,11 +193,17 @@ class EastParams(Section):
     lam: float | None = Field(None, ge=0.0, le=1.0)  # weight of the regulariser; None: the reference's
     kd_weight: float = Field(0.3, ge=0.0, le=1.0)  # share of KD in the KD + EAsT regulariser
     tau: float = Field(2.0, gt=0.0)                # KD temperature
-    epochs: int = Field(30, ge=1)                  # the reference caps steps instead (80k OpenMIC, 100k MTAT)
+    epochs: int = Field(30, ge=1)                  # the reference caps steps instead: max_steps
+    # Optimiser steps at most (the last epoch is cut short); "reference": the task's (80k OpenMIC, 100k MTAT).
+    max_steps: int | Literal["reference"] | None = Field(None)
     batch_size: int = Field(16, ge=2)              # the regulariser is computed across the batch
     lr: float = 1e-4
     weight_decay: float = 1e-4
-    patience: int | None = Field(None, ge=0)      # early stopping on valid mAP; 0: never stop early
+    patience: int | None = Field(None, ge=0)      # early stopping (on `stop_on`); 0: never stop early
+    stop_on: str = Field("mAP", pattern="^(mAP|loss)$")  # what early stopping watches: valid mAP or total loss
+    # Per-clip mel-band jitter of the student's front end in training, computed on the fly from the cached
+    # audio (None: the task's reference, on for instruments/OpenMIC, off for tagging).
+    mel_jitter: bool | None = None
     lr_patience: int | None = Field(None, ge=0)   # ReduceLROnPlateau on the valid total loss
     lr_factor: float = Field(0.2, gt=0.0, lt=1.0)
     grad_clip: float | None = Field(1.0, gt=0.0)  # gradient-norm clipping (None: off)
@@ -228,16 +234,28 @@ TRAIN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                   "patience": 4, "freq_mask": 8, "time_mask": 96, "calibrate": True, "final_relu": False,
                   "select": "valid", "fold_valid": False},
     },
+    "east": {
+        # Ding & Lerch's recipe per task (docs/methods.md §3.8-3.9): the task's step budget, early stopping on
+        # the valid total loss with the task's patience (15 / 12), best valid mAP kept, mel-band jitter in
+        # training (OpenMIC), seed 1223. The epoch cap only has to stay out of the way of the step budget.
+        "reference": {"epochs": 1000, "max_steps": "reference", "stop_on": "loss", "patience": None,
+                      "lr_patience": None, "mel_jitter": None, "seed": 1223},
+    },
 }
 PRESET_NAMES = sorted({name for presets in TRAIN_PRESETS.values() for name in presets})
 
 
+TOP_LEVEL_PRESET_KEYS = ("seed",)  # a preset may set these settings outside its section
+
+
 def preset_overrides(name: str, section: str = "reprogram") -> dict[str, Any]:
-    """`<section>__<field>` overrides of a family's preset, for `Settings.load(**overrides)`."""
+    """`<section>__<field>` overrides of a family's preset (and top-level ones, e.g. the seed), for
+    `Settings.load(**overrides)`."""
     presets = TRAIN_PRESETS.get(section, {})
     if name not in presets:
         raise ValueError(f"unknown {section} training preset {name!r}; choose one of {sorted(presets)}")
-    return {f"{section}__{key}": value for key, value in presets[name].items()}
+    return {key if key in TOP_LEVEL_PRESET_KEYS else f"{section}__{key}": value
+            for key, value in presets[name].items()}
 
 
 class RegistryParams(Section):

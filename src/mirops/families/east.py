@@ -31,6 +31,7 @@ from mirops.models.teachers import AudioTeacher, build_teacher, stack_sequences
 from mirops.plots import metric_bars
 from mirops.progress import console
 from mirops.train.east import (
+    ClipWaves,
     EastSet,
     TeacherCache,
     effective_recipe,
@@ -38,6 +39,7 @@ from mirops.train.east import (
     fit_student,
     inference_ms_per_clip,
     predict_student,
+    resolved,
 )
 from mirops.train.loop import resolve_device
 
@@ -80,6 +82,14 @@ def teacher_sequences(settings: Settings, ds: DatasetVersion, name: str, paths: 
     clips = DatasetClips(ds.folder, cache or ArrayCache(settings.cache_dir), settings.ingest.crop)
     loader = clips.loader(settings.east.clip_seconds, teacher.sample_rate)
     return per_clip(loader, paths, "teacher", teacher_key(settings, name), compute), teacher.hop_s
+
+
+def train_waves(clips: DatasetClips, frontend, seconds: float, rows: pd.DataFrame) -> ClipWaves:
+    """The train clips' audio at the front end's rate, read per batch from the decoded-audio cache, so training
+    can apply the front end's mel-band jitter (`east.mel_jitter`) afresh at every step."""
+    loader = clips.loader(seconds, frontend.config()["sample_rate"])
+    paths = list(rows["path"])
+    return ClipWaves(lambda i: loader.wave(paths[i]), np.arange(len(paths)))
 
 
 def build(settings: Settings, classes: list[str]):
@@ -140,7 +150,9 @@ class East(ModelFamily):
                     raise ValueError(f"teacher {name} could not embed {len(seqs.failed)} clips of the {s} split; "
                                      f"first: {next(iter(seqs.failed.values()))}")
                 caches[name] = TeacherCache(torch.from_numpy(stack_sequences(seqs.arrays, seqs.paths)), hop)
-            sets[s] = EastSet(torch.from_numpy(frames), torch.from_numpy(ds.labels(kept)), caches)
+            waves = train_waves(clips, frontend, p.clip_seconds, kept) if s == TRAIN and resolved(p, "mel_jitter") \
+                else None
+            sets[s] = EastSet(torch.from_numpy(frames), torch.from_numpy(ds.labels(kept)), caches, waves)
             parts[s], skipped = kept, skipped + n_bad
         probes = {}
         if grid or p.mode in ("kd", "kd+east"):

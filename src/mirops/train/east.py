@@ -10,8 +10,10 @@ A student CNN learns from log-mel frames with masked BCE, optionally tied to one
 (`mirops.train.east_losses`). Front-end frames and teacher embeddings are computed once, outside this
 module, and kept in an `EastSet`. The recipe is the reference's (docs/methods.md §3.8-3.9): Adam 1e-4 with weight
 decay 1e-4, batch 16, gradient-norm clipping at 1, ReduceLROnPlateau (factor 0.2) on the valid total loss,
-and for instruments (OpenMIC) SpecAugment plus mixup of frames, labels and teacher embeddings. Model
-selection and early stopping use the valid split's mAP (never test). bf16 autocast on CUDA, checkpoints
+and for instruments (OpenMIC) SpecAugment plus mixup of frames, labels and teacher embeddings, and the front
+end's per-clip mel-band jitter, computed from the audio batch by batch (`ClipWaves`; eval frames stay cached).
+Model selection uses the valid split's mAP (never test); early stopping watches valid mAP or, as the reference
+does, the valid total loss (`east.stop_on`); `east.max_steps` is the reference's step budget. bf16 autocast on CUDA, checkpoints
 and resume: the epoch bookkeeping, device, precision and augmentation are those reprogramming uses too
 (`mirops.train.loop`).
 
@@ -63,12 +65,32 @@ class TeacherCache:
 
 
 @dataclass
+class ClipWaves:
+    """A split's waveforms, read per batch (the decoded-audio cache holds them), so the front end can run in
+    training mode: its augmentation (the mel-band jitter) differs at every step and is never cached."""
+
+    read: Callable[[int], np.ndarray]  # clip number -> waveform [samples] at the student's rate, cropped
+    index: np.ndarray                  # the clip numbers of this set, in order
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def batch(self, positions: Tensor) -> Tensor:
+        return torch.from_numpy(np.stack([self.read(int(self.index[int(i)])) for i in positions])).float()
+
+    def subset(self, positions: Tensor) -> ClipWaves:
+        return ClipWaves(self.read, self.index[positions.numpy()])
+
+
+@dataclass
 class EastSet:
-    """Student front-end frames [N, T, F], soft labels [N, C] (NaN = not annotated) and teacher caches."""
+    """Student front-end frames [N, T, F], soft labels [N, C] (NaN = not annotated) and teacher caches;
+    `waves`, where given, are the same clips' audio for front-end augmentation in training."""
 
     frames: Tensor
     labels: Tensor
     teachers: dict[str, TeacherCache] = field(default_factory=dict)
+    waves: ClipWaves | None = None
 
     def __post_init__(self) -> None:
         if self.frames.dim() != 3 or self.labels.dim() != 2 or len(self.frames) != len(self.labels):
@@ -81,6 +103,8 @@ class EastSet:
             if cache.logits is not None and cache.logits.shape != self.labels.shape:
                 raise ValueError(f"teacher {name!r}: expected logits {tuple(self.labels.shape)} (clips x classes), "
                                  f"got {tuple(cache.logits.shape)}")
+        if self.waves is not None and len(self.waves) != len(self):
+            raise ValueError(f"{len(self.waves)} waveforms for {len(self)} clips")
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -93,14 +117,15 @@ class EastSet:
         index = torch.as_tensor(index, dtype=torch.long)
         teachers = {name: TeacherCache(c.embeddings[index], c.hop_s, None if c.logits is None else c.logits[index])
                     for name, c in self.teachers.items()}
-        return EastSet(self.frames[index], self.labels[index], teachers)
+        return EastSet(self.frames[index], self.labels[index], teachers,
+                       None if self.waves is None else self.waves.subset(index))
 
     def with_teacher_logits(self, teacher: str, logits: Tensor) -> EastSet:
         """A copy whose `teacher` carries `logits` (e.g. `probe.logits(...)`); this set is left as it is."""
         self._cache(teacher)
         teachers = dict(self.teachers)
         teachers[teacher] = replace(self.teachers[teacher], logits=torch.as_tensor(logits, dtype=torch.float32))
-        return EastSet(self.frames, self.labels, teachers)
+        return EastSet(self.frames, self.labels, teachers, self.waves)
 
     def _cache(self, teacher: str) -> TeacherCache:
         if teacher not in self.teachers:
@@ -121,11 +146,15 @@ class TaskRecipe:
     freq_mask: int    # SpecAugment, mel bins
     time_mask: int    # SpecAugment, frames
     mixup: float      # Beta(a, a); 0: off
+    max_steps: int    # the trainer's step budget
+    mel_jitter: bool  # per-clip mel-band jitter of the front end in training
 
 
 TASK_RECIPES = {
-    "instruments": TaskRecipe("openmic", patience=15, lr_patience=8, freq_mask=48, time_mask=192, mixup=0.3),
-    "tagging": TaskRecipe("mtat", patience=12, lr_patience=5, freq_mask=0, time_mask=0, mixup=0.0),
+    "instruments": TaskRecipe("openmic", patience=15, lr_patience=8, freq_mask=48, time_mask=192, mixup=0.3,
+                              max_steps=80_000, mel_jitter=True),
+    "tagging": TaskRecipe("mtat", patience=12, lr_patience=5, freq_mask=0, time_mask=0, mixup=0.0,
+                          max_steps=100_000, mel_jitter=False),
 }
 
 
@@ -144,6 +173,13 @@ def resolved(params: EastParams, name: str) -> float:
     return getattr(TASK_RECIPES[params.task], name) if value is None else value
 
 
+def step_budget(params: EastParams) -> int | None:
+    """`east.max_steps`: None (no cap), a number, or "reference" (the task's: 80k OpenMIC, 100k MTAT)."""
+    if params.max_steps == "reference":
+        return TASK_RECIPES[params.task].max_steps
+    return params.max_steps
+
+
 def loss_weight(params: EastParams, mode: str, teacher: str | None) -> float:
     """lam for `mode`: 0 for the student alone, else params.lam or the reference's."""
     if mode == "student":
@@ -153,9 +189,9 @@ def loss_weight(params: EastParams, mode: str, teacher: str | None) -> float:
 
 def effective_recipe(params: EastParams, mode: str, teacher: str | None) -> dict[str, float]:
     """The values a run actually uses where `params` leaves them to the reference (for logging)."""
-    names = ("patience", "lr_patience", "freq_mask", "time_mask", "mixup")
+    names = ("patience", "lr_patience", "freq_mask", "time_mask", "mixup", "mel_jitter")
     return {"lam": loss_weight(params, mode, teacher), "kd_share": _kd_share(mode, params),
-            **{name: resolved(params, name) for name in names}}
+            "max_steps": step_budget(params) or 0, **{name: resolved(params, name) for name in names}}
 
 
 def _kd_share(mode: str, params: EastParams) -> float:
@@ -183,10 +219,18 @@ def batch_slices(n: int, size: int) -> list[slice]:
     return [slice(start, end) for start, end in zip(starts, [*starts[1:], n], strict=True)]
 
 
-def gather(data: EastSet, index: Tensor, teacher: str | None, device: torch.device) -> Batch:
+def gather(data: EastSet, index: Tensor, teacher: str | None, device: torch.device,
+           frontend: nn.Module | None = None) -> Batch:
+    """The clips `index` of `data` on `device`; with `frontend` (in training mode) their frames are computed from
+    `data.waves` at this step, with the front end's augmentation, instead of read from the eval-mode cache."""
     cache = data.teachers[teacher] if teacher else None
+    if frontend is not None:
+        with torch.no_grad():  # the front end has no parameters
+            frames = frontend(data.waves.batch(index).to(device))
+    else:
+        frames = data.frames[index].to(device)
     return Batch(
-        data.frames[index].to(device), data.labels[index].to(device),
+        frames, data.labels[index].to(device),
         None if cache is None else cache.embeddings[index].to(device),
         None if cache is None or cache.logits is None else cache.logits[index].to(device),
     )
@@ -301,25 +345,32 @@ class _Epoch:
         fill = (0.0 - NORM_MEAN) / NORM_STD
         self.augment = SpecAugment(int(resolved(params, "freq_mask")), int(resolved(params, "time_mask")), fill)
         self.mixup_alpha = float(resolved(params, "mixup"))
+        # The mel-band jitter needs the audio: the student's own front end, in training mode, batch by batch.
+        self.frontend = student.frontend if resolved(params, "mel_jitter") and train.waves is not None else None
+
+    def gather(self, index: np.ndarray) -> Batch:
+        return gather(self.train, torch.from_numpy(index), self.teacher, self.device, self.frontend)
 
     def batch(self, index: np.ndarray) -> Batch:
-        batch = gather(self.train, torch.from_numpy(index), self.teacher, self.device)
+        batch = self.gather(index)
         if not self.mixup_alpha:
             return replace(batch, frames=self.augment(batch.frames))
         # Per clip, as the reference's dataset does: a partner drawn from the whole split, weight max(l, 1 - l).
-        partner = gather(self.train, torch.from_numpy(self.rng.integers(0, len(self.train), len(index))),
-                         self.teacher, self.device)
+        partner = self.gather(self.rng.integers(0, len(self.train), len(index)))
         weight = self.rng.beta(self.mixup_alpha, self.mixup_alpha, len(index))
         weight = torch.from_numpy(np.maximum(weight, 1.0 - weight)).float().to(self.device)
         both = self.augment(torch.cat([batch.frames, partner.frames]))  # masks per clip, before mixing
         batch, partner = replace(batch, frames=both[: len(index)]), replace(partner, frames=both[len(index):])
         return mixup(batch, partner, weight)
 
-    def run(self) -> dict[str, float]:
+    def run(self, max_batches: int | None = None) -> dict[str, float]:
+        """One epoch, or its first `max_batches` batches (the step budget ends mid-epoch)."""
         self.student.train()
         order = self.rng.permutation(len(self.train))
         sums: dict[str, float] = {}
-        for part in batch_slices(len(order), self.params.batch_size):
+        parts_of_epoch = batch_slices(len(order), self.params.batch_size)[:max_batches]
+        order = order[: parts_of_epoch[-1].stop]
+        for part in parts_of_epoch:
             parts, _ = loss_parts(self.student, self.batch(order[part]), self.mode, self.lam, self.params, self.hop)
             self.optimiser.zero_grad(set_to_none=True)
             parts["total"].backward()
@@ -362,15 +413,19 @@ def fit_student(
         optimiser, mode="min", factor=params.lr_factor, patience=int(resolved(params, "lr_patience")))
     patience = int(resolved(params, "patience"))
     epoch_pass = _Epoch(student, train, mode, teacher, lam, params, optimiser, rng)
+    per_epoch = len(batch_slices(len(train), params.batch_size))
+    budget = step_budget(params)
+    epochs = params.epochs if budget is None else min(params.epochs, -(-budget // per_epoch))
 
     def one_epoch(epoch: int) -> tuple[dict[str, float], dict[str, float], float]:
-        train_losses = epoch_pass.run()
+        left = None if budget is None else budget - (epoch - 1) * per_epoch
+        train_losses = epoch_pass.run(max_batches=left if left is not None and left < per_epoch else None)
         valid_metrics, valid_losses = evaluate_student(student, valid, mode, teacher, lam, params)
         scheduler.step(valid_losses["total"])  # the reference's monitor: val/loss/total
         return _history_row(epoch, train_losses, valid_losses, valid_metrics), valid_metrics, valid_losses["total"]
 
-    return run_epochs(student, optimiser, scheduler, rng, epochs=params.epochs, patience=patience,
-                      one_epoch=one_epoch, checkpoints=checkpoints, resume=resume, on_epoch=on_epoch)
+    return run_epochs(student, optimiser, scheduler, rng, epochs=epochs, patience=patience, one_epoch=one_epoch,
+                      checkpoints=checkpoints, resume=resume, on_epoch=on_epoch, stop_on=params.stop_on)
 
 
 def _history_row(epoch: int, train: dict[str, float], valid: dict[str, float], metrics: dict[str, float]) -> dict:

@@ -121,12 +121,22 @@ class _LoopState:
     best_score: float = -np.inf
     best_state: dict | None = None
     since_best: int = 0
+    best_loss: float = np.inf      # for early stopping on the valid loss (`stop_on="loss"`, EAsT's reference)
+    since_best_loss: int = 0
     result: FitResult = field(default_factory=lambda: FitResult(best_epoch=0, best_valid={}))
+
+    def waited(self, stop_on: str) -> int:
+        """Epochs since the last improvement of what early stopping watches."""
+        return self.since_best_loss if stop_on == "loss" else self.since_best
 
     def keep_if_best(self, model: nn.Module, epoch: int, metrics: dict[str, float], loss: float,
                      select: str = "valid") -> None:
         """Model selection on valid mAP (on the loss only while no class has both label kinds); `select="last"`
         keeps every new epoch instead (a fixed-length recipe without a valid split)."""
+        if loss < self.best_loss:
+            self.best_loss, self.since_best_loss = loss, 0
+        else:
+            self.since_best_loss += 1
         if select == "last":
             self.result.best_epoch, self.result.best_valid = epoch, metrics
             self.best_state = _trainable_state(model)
@@ -146,6 +156,7 @@ def _snapshot(model, optimiser, scheduler, order_rng: np.random.Generator, state
         "order_rng": order_rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "best_score": state.best_score, "best_state": state.best_state, "since_best": state.since_best,
+        "best_loss": state.best_loss, "since_best_loss": state.since_best_loss,
         "best_epoch": state.result.best_epoch, "best_valid": state.result.best_valid,
         "history": state.result.history,
     }
@@ -161,6 +172,8 @@ def _restore(saved: dict, model, optimiser, scheduler, order_rng: np.random.Gene
     if saved["cuda_rng"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(saved["cuda_rng"])
     state.best_score, state.best_state, state.since_best = saved["best_score"], saved["best_state"], saved["since_best"]
+    # checkpoints written before early stopping could watch the loss lack these; then it starts afresh
+    state.best_loss, state.since_best_loss = saved.get("best_loss", np.inf), saved.get("since_best_loss", 0)
     state.result = FitResult(best_epoch=saved["best_epoch"], best_valid=saved["best_valid"],
                              history=list(saved["history"]), resumed_from=saved["epoch"])
     return saved["epoch"] + 1
@@ -183,11 +196,13 @@ def run_epochs(
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     fresh_start: Callable[[], None] | None = None,
     select: str = "valid",
+    stop_on: str = "mAP",
 ) -> FitResult:
     """Run epochs 1..`epochs` of `one_epoch(epoch) -> (history row, valid metrics, valid loss)`; on return
     `model` holds the weights of the best epoch by valid mAP (`select="valid"`) or of the last (`"last"`).
 
-    Stops early once `patience` epochs (0: never) went by without a better one. Each row gets the learning rate
+    Stops early once `patience` epochs (0: never) went by without a better valid mAP (`stop_on="mAP"`) or a
+    lower valid loss (`"loss"`, the EAsT reference's EarlyStopping on val/loss/total). Each row gets the learning rate
     after the epoch and the epoch's wall-clock seconds. With `checkpoints` every finished epoch is saved (the
     trainable weights, optimiser, scheduler, `order_rng`, torch's random streams and the bookkeeping);
     `resume=True` continues after the newest one. `fresh_start` runs once before the first epoch of a run
@@ -200,7 +215,7 @@ def run_epochs(
     elif fresh_start is not None:
         fresh_start()
     for epoch in range(first_epoch, epochs + 1):
-        if patience and state.since_best >= patience:
+        if patience and state.waited(stop_on) >= patience:
             state.result.stopped_early = True
             break
         started = time.perf_counter()
