@@ -24,7 +24,9 @@ from mirops.models.students import (
 )
 from mirops.models.teachers import PrecomputedTeacher, YamnetTeacher, build_teacher
 from mirops.train.east_losses import (
+    REGULARISERS,
     align_repeat_truncate,
+    cosine_distance_difference,
     distance_correlation,
     east_kd_loss,
     east_loss,
@@ -396,3 +398,60 @@ def test_the_papers_teachers_embed_clips_at_their_own_rate_with_the_references_f
     assert vggish.min() >= -0.5 and vggish.max() < 0.5  # 8-bit codes as (x - 128) / 256
     with pytest.raises(FileNotFoundError, match="zenodo.org"):  # a checkpoint that is not there names its URL
         build_teacher("panns", tmp_path / "elsewhere.pth")
+
+
+# --------------------------------------------------------------------------- cosine-distance difference
+
+
+def test_cosine_distance_difference_by_hand():
+    # One step, N = 2. Student (1, 0) and (1, 1): cosine 1/sqrt(2); teacher (0, 2) and (3, 0): cosine 0.
+    # The 2 x 2 gap is 0 on the diagonal and 1/sqrt(2) off it -> mean 1 / (2 sqrt(2)).
+    student = torch.tensor([[[1.0, 0.0]], [[1.0, 1.0]]])
+    teacher = torch.tensor([[[0.0, 2.0, 0.0]], [[3.0, 0.0, 0.0]]])
+    assert cosine_distance_difference(student, teacher).item() == pytest.approx(1 / (2 * np.sqrt(2)), rel=1e-6)
+    # Two steps average: the second step's gap is 0 (a teacher identical up to scale).
+    student2 = torch.cat([student, student], dim=1)
+    teacher2 = torch.cat([teacher, 5.0 * F.pad(student, (0, 1))], dim=1)
+    assert cosine_distance_difference(student2, teacher2).item() == pytest.approx(1 / (4 * np.sqrt(2)), rel=1e-6)
+
+
+def test_cosine_distance_difference_ignores_feature_scale_and_is_zero_for_the_same_directions():
+    generator = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(16, 10, 8, generator=generator), torch.randn(16, 10, 8, generator=generator)
+    scale = torch.rand(16, 10, 1, generator=generator) + 0.1  # per example and step
+    value = cosine_distance_difference(student, teacher)
+    assert 0.1 < value.item() < 2.0
+    assert cosine_distance_difference(3.0 * student * scale, teacher / scale).item() == pytest.approx(value.item(),
+                                                                                                     rel=1e-5)
+    assert cosine_distance_difference(student, 7.0 * student * scale).item() == pytest.approx(0.0, abs=1e-6)
+    # A rotated copy keeps every cosine, even in another dimension.
+    rotation, _ = torch.linalg.qr(torch.randn(8, 8, generator=generator))
+    assert cosine_distance_difference(student, torch.cat([student @ rotation, torch.zeros(16, 10, 4)], -1)).item() \
+        == pytest.approx(0.0, abs=1e-6)
+
+
+def test_cosine_distance_difference_aligns_as_east_regulariser_does():
+    generator = torch.Generator().manual_seed(1)
+    student, clip = torch.randn(6, 15, 4, generator=generator), torch.randn(6, 1, 5, generator=generator)
+    # A clip-level teacher (1 step) is compared with every student step.
+    per_step = [cosine_distance_difference(student[:, k : k + 1], clip) for k in range(15)]
+    assert cosine_distance_difference(student, clip).item() == pytest.approx(torch.stack(per_step).mean().item(),
+                                                                             rel=1e-6)
+    # MTAT hops: the student (1.92 s) is repeated 2x against the 0.96 s teacher, both cut to 30 steps.
+    teacher = torch.randn(6, 31, 5, generator=generator)
+    per_step = [cosine_distance_difference(student[:, k // 2 : k // 2 + 1], teacher[:, k : k + 1]) for k in range(30)]
+    assert cosine_distance_difference(student, teacher, 1.92, 0.96).item() == pytest.approx(
+        torch.stack(per_step).mean().item(), rel=1e-6)
+
+
+def test_cosine_distance_difference_treats_the_teacher_as_a_constant():
+    student = torch.randn(4, 6, 3, requires_grad=True)
+    teacher = torch.randn(4, 2, 3, requires_grad=True)
+    cosine_distance_difference(student, teacher, 0.16, 0.48).backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0 and teacher.grad is None
+
+
+def test_regularisers_are_named_by_the_references_modes():
+    assert set(REGULARISERS) == {"distance_correlation", "cosine_distance_difference"}
+    assert REGULARISERS["distance_correlation"] is east_regulariser
+    assert REGULARISERS["cosine_distance_difference"] is cosine_distance_difference

@@ -74,11 +74,14 @@ def test_ragged_precomputed_teacher_files_train(demo_project, tmp_path):
 
 @needs_soundfonts
 def test_east_paper_grid_compares_student_probe_kd_east(demo_project):
-    summary = json.loads(mirops(demo_project, "train", "east", "--grid", "paper", *SMALL, "--json").stdout)
+    summary = json.loads(mirops(demo_project, "train", "east", "--grid", "paper", *SMALL, "--set", "east.probe=sgd",
+                                "--set", "east.grid_cosine=true", "--json").stdout)
     rows = {row["variant"]: row for row in summary["rows"]}
-    assert list(rows) == ["student", "probe-yamnet", "kd-yamnet", "east-yamnet", "kd+east-yamnet"]
+    assert list(rows) == ["student", "probe-yamnet", "kd-yamnet", "east-yamnet", "kd+east-yamnet", "east-cdd-yamnet"]
+    # the reference's OpenMIC evaluation (hard labels, relevance 0.5 masked, F1 at > 0.4) beside ours
+    assert all(0.0 <= row["test_ref_mAP"] <= 1.0 and 0.0 <= row["test_ref_F1_openmic"] <= 1.0 for row in rows.values())
     assert rows["probe-yamnet"]["params"] == 1024 * CLASSES + CLASSES  # logistic regression on the embedding
-    students = [rows[v] for v in ("student", "kd-yamnet", "east-yamnet", "kd+east-yamnet")]
+    students = [rows[v] for v in ("student", "kd-yamnet", "east-yamnet", "kd+east-yamnet", "east-cdd-yamnet")]
     assert len({row["params"] for row in students}) == 1  # the same student, four ways of training it
     assert all(row["inference_ms_per_clip"] > 0 for row in students)
     assert all(0.0 <= row["test_mAP"] <= 1.0 for row in rows.values())
@@ -94,6 +97,9 @@ def test_east_paper_grid_compares_student_probe_kd_east(demo_project):
     assert sorted(run.info.run_name for run in children) == sorted(rows)
     east = next(run for run in children if run.info.run_name == "east-yamnet")
     assert "valid_dcor" in east.data.metrics and "train_east" in east.data.metrics  # the regulariser is logged
+    cosine = next(run for run in children if run.info.run_name == "east-cdd-yamnet")
+    assert cosine.data.params["east.regulariser"] == "cosine_distance_difference"
+    assert "train_east" in cosine.data.metrics and "valid_dcor" not in cosine.data.metrics
 
 
 @pytest.mark.parametrize("mode", ["kd", "east", "kd+east"])

@@ -211,6 +211,12 @@ class EastParams(Section):
     time_mask: int | None = Field(None, ge=0)     # SpecAugment, frames (10 ms)
     mixup: float | None = Field(None, ge=0.0)     # Beta(a, a) mixup of frames, labels and teacher embeddings; 0: off
     probe_c: float = Field(1.0, gt=0.0)           # inverse L2 strength of the teacher + logistic regression probe
+    # How the teacher + linear probe is fitted: scikit-learn's L2 logistic regression, or SGD as the reference
+    # trains its PretrainedFeatureClassifier (lr 0.1, 0.2 for VGGish-OpenMIC and PaSST-MTAT; docs/methods.md §3.4)
+    probe: str = Field("logistic", pattern="^(logistic|sgd)$")
+    # The EAsT term: distance correlation (every final reference config) or the cosine-distance difference
+    regulariser: str = Field("distance_correlation", pattern="^(distance_correlation|cosine_distance_difference)$")
+    grid_cosine: bool = False  # --grid paper: also an EAsT row per teacher with the cosine-distance difference
     clip_seconds: float = 10.0
     threshold: float = 0.5
     device: str = "auto"
@@ -237,9 +243,10 @@ TRAIN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "east": {
         # Ding & Lerch's recipe per task (docs/methods.md §3.8-3.9): the task's step budget, early stopping on
         # the valid total loss with the task's patience (15 / 12), best valid mAP kept, mel-band jitter in
-        # training (OpenMIC), seed 1223. The epoch cap only has to stay out of the way of the step budget.
+        # training (OpenMIC), the SGD-trained probe, seed 1223. The epoch cap only has to stay out of the way of
+        # the step budget.
         "reference": {"epochs": 1000, "max_steps": "reference", "stop_on": "loss", "patience": None,
-                      "lr_patience": None, "mel_jitter": None, "seed": 1223},
+                      "lr_patience": None, "mel_jitter": None, "probe": "sgd", "seed": 1223},
     },
 }
 PRESET_NAMES = sorted({name for presets in TRAIN_PRESETS.values() for name in presets})

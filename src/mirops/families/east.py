@@ -39,13 +39,18 @@ from mirops.train.east import (
     fit_student,
     inference_ms_per_clip,
     predict_student,
+    reference_probe_lr,
     resolved,
 )
+from mirops.train.linear_probe import fit_probe_sgd
 from mirops.train.loop import resolve_device
+from mirops.train.metrics import reference_openmic_scores
 
 GRID_MODES = ("student", "probe", "kd", "east", "kd+east")  # the paper's comparison, per teacher
+REFERENCE_SCORES = ("ref_mAP", "ref_F1_macro", "ref_F1_openmic")  # reference_openmic_scores (instruments only)
 EAST_COLUMNS = ["variant", "teacher", "mode", "params", "best_epoch", "valid_mAP", "test_mAP", "test_ROC_AUC",
-                "test_F1_macro", "test_F1_openmic", "inference_ms_per_clip", "train_seconds"]
+                "test_F1_macro", "test_F1_openmic", *(f"test_{k}" for k in REFERENCE_SCORES), "inference_ms_per_clip",
+                "train_seconds"]
 
 
 @functools.cache
@@ -95,6 +100,17 @@ def train_waves(clips: DatasetClips, frontend, seconds: float, rows: pd.DataFram
 def build(settings: Settings, classes: list[str]):
     torch.manual_seed(settings.seed)
     return build_student(settings.east.student, len(classes), **settings.east.student_options)
+
+
+def fitted_probe(settings: Settings, sets: dict[str, EastSet], teacher: str):
+    """The teacher + linear probe on the train split (`east.probe`): scikit-learn's logistic regression, or SGD
+    as the reference trains it (its learning rate for the task and teacher, early stopping on valid)."""
+    p, train, valid = settings.east, sets[TRAIN], sets[VALID]
+    if p.probe == "sgd":
+        return fit_probe_sgd(train.teachers[teacher].embeddings, train.labels, valid.teachers[teacher].embeddings,
+                             valid.labels, lr=reference_probe_lr(p.task, teacher), seed=settings.seed,
+                             threshold=p.threshold)
+    return fit_probe(train.teachers[teacher].embeddings, train.labels, p.threshold, p.probe_c)
 
 
 def with_probe_logits(sets: dict[str, EastSet], probes: dict) -> dict[str, EastSet]:
@@ -156,14 +172,15 @@ class East(ModelFamily):
             parts[s], skipped = kept, skipped + n_bad
         probes = {}
         if grid or p.mode in ("kd", "kd+east"):
-            probes = {t: fit_probe(sets[TRAIN].teachers[t].embeddings, sets[TRAIN].labels, p.threshold, p.probe_c)
-                      for t in teachers}
+            probes = {t: fitted_probe(settings, sets, t) for t in teachers}
             sets = with_probe_logits(sets, probes)
         return Prepared(sets, parts, skipped, ds.classes, {"probes": probes, "teacher": teacher})
 
     def _fit(self, settings: Settings, prepared: Prepared, mode: str, teacher: str | None, checkpoints,
-             resume: bool, on_epoch: OnEpoch, run) -> Trained:
+             resume: bool, on_epoch: OnEpoch, run, regulariser: str | None = None) -> Trained:
         p = settings.east
+        if regulariser is not None:
+            p = p.model_copy(update={"regulariser": regulariser})
         student = build(settings, prepared.classes).to(resolve_device(p.device))
         run.log_params({f"recipe.{k}": v for k, v in effective_recipe(p, mode, teacher).items()})
         started = time.perf_counter()
@@ -190,33 +207,40 @@ class East(ModelFamily):
 
     def grid_variants(self, settings: Settings, grid: str) -> list[GridVariant]:
         self.check_grid(grid)
-        rows = [("student", None, "student")] + [(f"{mode}-{t}", t, mode) for t in settings.east.teachers
-                                                 for mode in GRID_MODES if mode != "student"]
-        return [GridVariant(name, {"east.mode": mode, "teacher": str(teacher)},
-                            {TAG_TEACHER: str(teacher)}, (teacher, mode)) for name, teacher, mode in rows]
+        p = settings.east
+        rows = [("student", None, "student", p.regulariser)]
+        for t in p.teachers:
+            rows += [(f"{mode}-{t}", t, mode, p.regulariser) for mode in GRID_MODES if mode != "student"]
+            if p.grid_cosine:  # the paper's second distance measure, beside distance correlation
+                rows.append((f"east-cdd-{t}", t, "east", "cosine_distance_difference"))
+        return [GridVariant(name, {"east.mode": mode, "teacher": str(teacher), "east.regulariser": reg},
+                            {TAG_TEACHER: str(teacher)}, (teacher, mode, reg)) for name, teacher, mode, reg in rows]
 
     def train_variant(self, settings: Settings, prepared: Prepared, variant: GridVariant, checkpoints,
                       resume: bool, on_epoch: OnEpoch, run) -> tuple[Trained, VariantOutcome]:
         p, test_set = settings.east, prepared.sets[TEST]
-        teacher, mode = variant.spec
+        teacher, mode, regulariser = variant.spec
         if mode == "probe":
             probe = prepared.extra["probes"][teacher]
             trained = Trained.unfitted(probe)
             n_params = int(probe.weight.size + probe.bias.size)
             probs, ms, state = probe.probs(test_set.teachers[teacher].embeddings), float("nan"), None
         else:
-            trained = self._fit(settings, prepared, mode, teacher, checkpoints, resume, on_epoch, run)
+            trained = self._fit(settings, prepared, mode, teacher, checkpoints, resume, on_epoch, run, regulariser)
             student = trained.model
             n_params = sum(x.numel() for x in student.parameters())
             probs = predict_student(student, test_set.frames, batch_size=p.batch_size, precision=p.precision)
             ms = inference_ms_per_clip(student, test_set.frames[:32], batch_size=1)
             state = student.state_dict()
         test, per_class = score(probs, test_set.labels.numpy(), prepared.classes, p.threshold)
+        if p.task == "instruments":  # beside ours, the reference's OpenMIC evaluation (hard labels, F1 at > 0.4)
+            test |= reference_openmic_scores(probs, test_set.labels.numpy())
         result = trained.result
         row = {"variant": variant.name, "teacher": teacher or "", "mode": mode, "params": n_params,
                "best_epoch": result.best_epoch, "valid_mAP": result.best_valid.get("mAP", np.nan),
                "test_mAP": test["mAP"], "test_ROC_AUC": test["ROC_AUC"], "test_F1_macro": test["F1_macro"],
-               "test_F1_openmic": test["F1_openmic"], "inference_ms_per_clip": ms, "train_seconds": trained.seconds}
+               "test_F1_openmic": test["F1_openmic"], **{f"test_{k}": test.get(k, np.nan) for k in REFERENCE_SCORES},
+               "inference_ms_per_clip": ms, "train_seconds": trained.seconds}
         console.print(f"{variant.name}: test mAP {test['mAP']:.3f}, ROC-AUC {test['ROC_AUC']:.3f}, "
                       f"{n_params:,} parameters")
         metrics = {f"test_{k}": v for k, v in test.items()} | {"params_trainable": n_params,

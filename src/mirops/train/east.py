@@ -13,8 +13,8 @@ decay 1e-4, batch 16, gradient-norm clipping at 1, ReduceLROnPlateau (factor 0.2
 and for instruments (OpenMIC) SpecAugment plus mixup of frames, labels and teacher embeddings, and the front
 end's per-clip mel-band jitter, computed from the audio batch by batch (`ClipWaves`; eval frames stay cached).
 Model selection uses the valid split's mAP (never test); early stopping watches valid mAP or, as the reference
-does, the valid total loss (`east.stop_on`); `east.max_steps` is the reference's step budget. bf16 autocast on CUDA, checkpoints
-and resume: the epoch bookkeeping, device, precision and augmentation are those reprogramming uses too
+does, the valid total loss (`east.stop_on`); `east.max_steps` is the reference's step budget. bf16 autocast on
+CUDA, checkpoints and resume: the epoch bookkeeping, device, precision and augmentation are those reprogramming uses too
 (`mirops.train.loop`).
 
 `fit_probe` (`mirops.train.linear_probe`) is the "teacher + logistic regression" baseline; its logits on the
@@ -173,6 +173,12 @@ def resolved(params: EastParams, name: str) -> float:
     return getattr(TASK_RECIPES[params.task], name) if value is None else value
 
 
+def reference_probe_lr(task: str, teacher: str | None) -> float:
+    """The SGD probe's learning rate in the reference's `lr_*.json`: 0.1, but 0.2 for VGGish on OpenMIC and
+    PaSST on MTAT (docs/methods.md §3.4)."""
+    return 0.2 if (TASK_RECIPES[task].dataset, teacher) in {("openmic", "vggish"), ("mtat", "passt")} else 0.1
+
+
 def step_budget(params: EastParams) -> int | None:
     """`east.max_steps`: None (no cap), a number, or "reference" (the task's: 80k OpenMIC, 100k MTAT)."""
     if params.max_steps == "reference":
@@ -274,7 +280,7 @@ def loss_parts(student: nn.Module, batch: Batch, mode: str, lam: float, params: 
     tied = features if mode in ("east", "kd+east") else features.detach()
     parts = east_loss_parts(logits, batch.labels, tied, batch.teacher_seq, lam,
                             teacher_logits=batch.teacher_logits, kd_weight=_kd_share(mode, params), tau=params.tau,
-                            student_hop=student.feature_hop_s, teacher_hop=teacher_hop)
+                            student_hop=student.feature_hop_s, teacher_hop=teacher_hop, regulariser=params.regulariser)
     return parts, logits
 
 
@@ -300,7 +306,7 @@ def evaluate_student(student: nn.Module, data: EastSet, mode: str, teacher: str 
             sums[key] = sums.get(key, 0.0) + value.item() * len(index)
         probs.append(torch.sigmoid(logits).cpu())
     losses = {key: total / len(data) for key, total in sums.items()}
-    if "east" in losses:
+    if "east" in losses and params.regulariser == "distance_correlation":
         losses["dcor"] = 1.0 - losses["east"]
     classes = [str(k) for k in range(data.num_classes)]
     metrics, _ = evaluate_probs(torch.cat(probs).numpy(), data.labels.numpy(), classes, params.threshold)

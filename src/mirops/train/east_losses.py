@@ -4,7 +4,9 @@ The regulariser ties the student's feature sequence [B, T', C] to a frozen teach
 both are brought to a common time axis by repeating the coarser one and truncating to the shorter, then at
 each aligned step the batch's N x N distance matrices are compared by (squared) distance correlation, and
 L_reg = mean over steps of (1 - R_t). No projection is learned: C and D may differ. Because R_t is computed
-across the mini-batch, the loss depends on batch composition; batch size 16 is part of the method.
+across the mini-batch, the loss depends on batch composition; batch size 16 is part of the method. The
+reference's alternative, `cosine_distance_difference`, compares cosine-similarity matrices instead
+(`REGULARISERS` maps the reference's mode names to the two).
 
     L = (1 - lam) * BCE + lam * L_reg                        (EAsT)
     L = (1 - lam) * BCE + lam * (0.3 * KD + 0.7 * L_reg)     (KD + EAsT)
@@ -136,6 +138,30 @@ def east_regulariser(
     return (1.0 - distance_correlation(student.transpose(0, 1), teacher.transpose(0, 1))).mean()
 
 
+def cosine_distance_difference(
+    student_feats: Tensor, teacher_seq: Tensor, student_hop: float | None = None, teacher_hop: float | None = None
+) -> Tensor:
+    """mean over aligned steps t and pairs (i, j) of |S^s_t,ij - S^e_t,ij|, S_t the batch's N x N cosine similarities.
+
+    The reference's other mode (`cosine_distance_difference` in `feature_space_reg.py`), which no final config
+    uses (docs/methods.md §3.6): features are L2-normalised per step (`F.normalize`, so a zero vector compares
+    as 0 to everything), and the L1 gap of the two similarity matrices is averaged, diagonal included (its
+    entries are 1 - 1 = 0 unless a vector is zero, so they only dilute the mean by 1/N). In [0, 2]; blind to
+    the scale of either side's features. Aligned, detached and placed exactly as `east_regulariser` does.
+    """
+    teacher_seq = teacher_seq.detach().to(student_feats.device)
+    student, teacher = align_repeat_truncate(student_feats, teacher_seq, student_hop, teacher_hop)
+    dtype = torch.promote_types(torch.promote_types(student.dtype, teacher.dtype), torch.float32)
+    # [B, T, .] -> [T, B, .]; normalising before or after the repeat is the same, as it acts per step.
+    s = F.normalize(student.transpose(0, 1).to(dtype), dim=-1)
+    e = F.normalize(teacher.transpose(0, 1).to(dtype), dim=-1)
+    return (s @ s.transpose(-1, -2) - e @ e.transpose(-1, -2)).abs().mean()
+
+
+# The reference's `mode` names -> the regulariser (same signature); every final config uses distance correlation.
+REGULARISERS = {"distance_correlation": east_regulariser, "cosine_distance_difference": cosine_distance_difference}
+
+
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, tau: float = KD_TAU, mask: Tensor | None = None) -> Tensor:
     """Soft knowledge distillation for multi-label outputs: per-class binary KL(p_t || p_s) at temperature tau,
     averaged over `mask`ed entries (all when None), times tau^2 (docs/methods.md §3.7).
@@ -167,8 +193,10 @@ def east_loss_parts(
     tau: float = KD_TAU,
     student_hop: float | None = None,
     teacher_hop: float | None = None,
+    regulariser: str = "distance_correlation",
 ) -> dict[str, Tensor]:
-    """The loss and its terms, for logging: `prediction` (masked BCE), `east` (1 - distance correlation),
+    """The loss and its terms, for logging: `prediction` (masked BCE), `east` (1 - distance correlation, or the
+    cosine-distance difference with `regulariser="cosine_distance_difference"`),
     `kd` (only with kd_weight > 0), `regulariser` (what lam weighs) and `total`.
 
     kd_weight 0: EAsT. kd_weight 0.3 with teacher logits: KD + EAsT, regulariser = 0.3 KD + 0.7 L_reg
@@ -176,8 +204,11 @@ def east_loss_parts(
     """
     if not 0.0 <= lam <= 1.0 or not 0.0 <= kd_weight <= 1.0:
         raise ValueError(f"lam and kd_weight are mixing weights in [0, 1], got {lam} and {kd_weight}")
-    parts = {"prediction": masked_bce(logits, labels), "east": east_regulariser(student_feats, teacher_seq,
-                                                                                student_hop, teacher_hop)}
+    if regulariser not in REGULARISERS:
+        raise ValueError(f"unknown regulariser {regulariser!r}; choose one of {sorted(REGULARISERS)}")
+    tie = REGULARISERS[regulariser]
+    parts = {"prediction": masked_bce(logits, labels),
+             "east": tie(student_feats, teacher_seq, student_hop, teacher_hop)}
     regulariser = parts["east"]
     if kd_weight > 0:
         if teacher_logits is None:
