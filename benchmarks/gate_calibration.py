@@ -48,7 +48,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from mirops.config import Settings
 from mirops.data.dataset import DatasetVersion
@@ -62,10 +61,10 @@ from mirops.registry import models
 from mirops.train.metrics import evaluate_probs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_name  # noqa: E402 - the benchmarks' own modules beside it
+from demo_project import demo_project  # noqa: E402 - the benchmarks' own modules beside it
+from machine import cpu_name  # noqa: E402
 from paired_permutation import paired_permutation  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 LEVELS = (0.01, 0.025, 0.05, 0.1)  # one-sided levels at which both rules' promotion rates are reported
 PERMUTATIONS = 1999                # exchanges behind each permutation p-value
 CLIP_SECONDS = 3.0
@@ -148,17 +147,9 @@ class Tally:
 
 
 def make_project(root: Path, args: argparse.Namespace) -> Settings:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["demo"] |= {"clips": args.clips, "groups": args.clips // 5, "production_clips": 4,
-                       "clip_seconds": CLIP_SECONDS}
-    params["reprogram"] |= {"transform": args.transform, "epochs": args.epochs, "clip_seconds": CLIP_SECONDS}
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    settings = Settings.load(root)
-    if not (root / "data.dvc").exists():
-        ingest.demo(settings)
-        version.version(settings)
-    return settings
+    return demo_project(root, {
+        "demo": {"clips": args.clips, "groups": args.clips // 5, "production_clips": 4, "clip_seconds": CLIP_SECONDS},
+        "reprogram": {"transform": args.transform, "epochs": args.epochs, "clip_seconds": CLIP_SECONDS}})
 
 
 def held_out_pool(settings: Settings, args: argparse.Namespace) -> DatasetVersion:
