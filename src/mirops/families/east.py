@@ -30,18 +30,9 @@ from mirops.models.students import build_student
 from mirops.models.teachers import AudioTeacher, build_teacher, stack_sequences
 from mirops.plots import metric_bars
 from mirops.progress import console
-from mirops.train.east import (
-    ClipWaves,
-    EastSet,
-    TeacherCache,
-    effective_recipe,
-    fit_probe,
-    fit_student,
-    inference_ms_per_clip,
-    predict_student,
-    reference_probe_lr,
-    resolved,
-)
+from mirops.train.east import fit_probe, fit_student, inference_ms_per_clip, predict_student
+from mirops.train.east_data import ClipWaves, EastSet, TeacherCache
+from mirops.train.east_recipe import effective_recipe, reference_probe_lr, resolved
 from mirops.train.linear_probe import fit_probe_sgd
 from mirops.train.loop import resolve_device
 from mirops.train.metrics import reference_openmic_scores

@@ -281,8 +281,8 @@ def stack_sequences(arrays: Sequence[np.ndarray], names: Sequence[str] | None = 
         raise ValueError("no embedding sequences to stack")
     dims = {array.shape[1] for array in arrays}
     if len(dims) > 1:
-        first = {array.shape[1]: (names[i] if names else i) for i, array in enumerate(arrays)}
-        raise ValueError(f"embeddings of different dims {sorted(dims)} in one teacher (clips {first})")
+        example = {array.shape[1]: (names[i] if names else i) for i, array in enumerate(arrays)}  # a clip per dim
+        raise ValueError(f"embeddings of different dims {sorted(dims)} in one teacher (clips {example})")
     length = max(len(array) for array in arrays)
     return np.stack([array if len(array) == length else
                      np.concatenate([array, np.repeat(array[-1:], length - len(array), axis=0)])

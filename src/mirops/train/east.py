@@ -24,8 +24,8 @@ train split are the KD targets, as the reference's linear probe teacher gives th
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -34,7 +34,15 @@ from torch import Tensor, nn
 from mirops.config import EastParams
 from mirops.models.students import NORM_MEAN, NORM_STD
 from mirops.train.checkpoint import Checkpoints
-from mirops.train.east_losses import REG_LOSS_WEIGHTS, east_loss_parts
+from mirops.train.east_data import ClipWaves as ClipWaves  # re-exported: the data EAsT trains on
+from mirops.train.east_data import EastSet as EastSet
+from mirops.train.east_data import TeacherCache as TeacherCache
+from mirops.train.east_losses import east_loss_parts
+from mirops.train.east_recipe import TASK_RECIPES as TASK_RECIPES  # re-exported: the reference's recipe
+from mirops.train.east_recipe import effective_recipe as effective_recipe
+from mirops.train.east_recipe import kd_share, loss_weight, resolved, step_budget
+from mirops.train.east_recipe import reference_lam as reference_lam
+from mirops.train.east_recipe import reference_probe_lr as reference_probe_lr
 from mirops.train.linear_probe import LinearProbe as LinearProbe  # re-exported: EAsT's baseline, beside fit_student
 from mirops.train.linear_probe import fit_probe as fit_probe
 from mirops.train.loop import (
@@ -50,159 +58,6 @@ from mirops.train.metrics import evaluate_probs
 
 MODES = ("student", "kd", "east", "kd+east")
 TEACHER_MODES = ("kd", "east", "kd+east")  # the modes that train against a teacher
-
-
-# --------------------------------------------------------------------------- data
-
-
-@dataclass
-class TeacherCache:
-    """One teacher's precomputed outputs for every clip of a split."""
-
-    embeddings: Tensor           # [N, T, D]; never modified by training
-    hop_s: float | None          # seconds between steps; None for one clip-level vector (T = 1)
-    logits: Tensor | None = None  # [N, C] on the target classes (the probe's), needed for KD
-
-
-@dataclass
-class ClipWaves:
-    """A split's waveforms, read per batch (the decoded-audio cache holds them), so the front end can run in
-    training mode: its augmentation (the mel-band jitter) differs at every step and is never cached."""
-
-    read: Callable[[int], np.ndarray]  # clip number -> waveform [samples] at the student's rate, cropped
-    index: np.ndarray                  # the clip numbers of this set, in order
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def batch(self, positions: Tensor) -> Tensor:
-        return torch.from_numpy(np.stack([self.read(int(self.index[int(i)])) for i in positions])).float()
-
-    def subset(self, positions: Tensor) -> ClipWaves:
-        return ClipWaves(self.read, self.index[positions.numpy()])
-
-
-@dataclass
-class EastSet:
-    """Student front-end frames [N, T, F], soft labels [N, C] (NaN = not annotated) and teacher caches;
-    `waves`, where given, are the same clips' audio for front-end augmentation in training."""
-
-    frames: Tensor
-    labels: Tensor
-    teachers: dict[str, TeacherCache] = field(default_factory=dict)
-    waves: ClipWaves | None = None
-
-    def __post_init__(self) -> None:
-        if self.frames.dim() != 3 or self.labels.dim() != 2 or len(self.frames) != len(self.labels):
-            raise ValueError(f"expected frames [N, T, F] and labels [N, C] for the same N, got "
-                             f"{tuple(self.frames.shape)} and {tuple(self.labels.shape)}")
-        for name, cache in self.teachers.items():
-            if cache.embeddings.dim() != 3 or len(cache.embeddings) != len(self):
-                raise ValueError(f"teacher {name!r}: expected embeddings [{len(self)}, T, D], "
-                                 f"got {tuple(cache.embeddings.shape)}")
-            if cache.logits is not None and cache.logits.shape != self.labels.shape:
-                raise ValueError(f"teacher {name!r}: expected logits {tuple(self.labels.shape)} (clips x classes), "
-                                 f"got {tuple(cache.logits.shape)}")
-        if self.waves is not None and len(self.waves) != len(self):
-            raise ValueError(f"{len(self.waves)} waveforms for {len(self)} clips")
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    @property
-    def num_classes(self) -> int:
-        return self.labels.shape[1]
-
-    def subset(self, index: Sequence[int] | Tensor) -> EastSet:
-        index = torch.as_tensor(index, dtype=torch.long)
-        teachers = {name: TeacherCache(c.embeddings[index], c.hop_s, None if c.logits is None else c.logits[index])
-                    for name, c in self.teachers.items()}
-        return EastSet(self.frames[index], self.labels[index], teachers,
-                       None if self.waves is None else self.waves.subset(index))
-
-    def with_teacher_logits(self, teacher: str, logits: Tensor) -> EastSet:
-        """A copy whose `teacher` carries `logits` (e.g. `probe.logits(...)`); this set is left as it is."""
-        self._cache(teacher)
-        teachers = dict(self.teachers)
-        teachers[teacher] = replace(self.teachers[teacher], logits=torch.as_tensor(logits, dtype=torch.float32))
-        return EastSet(self.frames, self.labels, teachers, self.waves)
-
-    def _cache(self, teacher: str) -> TeacherCache:
-        if teacher not in self.teachers:
-            raise KeyError(f"no embeddings of teacher {teacher!r} in this split (it has {sorted(self.teachers)})")
-        return self.teachers[teacher]
-
-
-# --------------------------------------------------------------------------- the reference's recipe per task
-
-
-@dataclass(frozen=True)
-class TaskRecipe:
-    """What the reference does differently on its two datasets (docs/methods.md §3.7-3.9)."""
-
-    dataset: str      # key of REG_LOSS_WEIGHTS
-    patience: int     # early-stopping epochs
-    lr_patience: int  # ReduceLROnPlateau epochs
-    freq_mask: int    # SpecAugment, mel bins
-    time_mask: int    # SpecAugment, frames
-    mixup: float      # Beta(a, a); 0: off
-    max_steps: int    # the trainer's step budget
-    mel_jitter: bool  # per-clip mel-band jitter of the front end in training
-
-
-TASK_RECIPES = {
-    "instruments": TaskRecipe("openmic", patience=15, lr_patience=8, freq_mask=48, time_mask=192, mixup=0.3,
-                              max_steps=80_000, mel_jitter=True),
-    "tagging": TaskRecipe("mtat", patience=12, lr_patience=5, freq_mask=0, time_mask=0, mixup=0.0,
-                          max_steps=100_000, mel_jitter=False),
-}
-
-
-def reference_lam(task: str, teacher: str | None) -> float:
-    """The reference's lam for a task and teacher (docs/methods.md §3.7): OpenMIC 0.8 (PaSST, PANNs 0.9), MTAT 0.6.
-
-    Teachers the reference did not use (YAMNet, AST, any precomputed folder) get the VGGish/OpenL3 value.
-    """
-    weights = REG_LOSS_WEIGHTS[TASK_RECIPES[task].dataset]
-    return weights.get(teacher or "", weights["vggish"])
-
-
-def resolved(params: EastParams, name: str) -> float:
-    """`params.<name>`, or the reference's value for the task where it is None."""
-    value = getattr(params, name)
-    return getattr(TASK_RECIPES[params.task], name) if value is None else value
-
-
-def reference_probe_lr(task: str, teacher: str | None) -> float:
-    """The SGD probe's learning rate in the reference's `lr_*.json`: 0.1, but 0.2 for VGGish on OpenMIC and
-    PaSST on MTAT (docs/methods.md §3.4)."""
-    return 0.2 if (TASK_RECIPES[task].dataset, teacher) in {("openmic", "vggish"), ("mtat", "passt")} else 0.1
-
-
-def step_budget(params: EastParams) -> int | None:
-    """`east.max_steps`: None (no cap), a number, or "reference" (the task's: 80k OpenMIC, 100k MTAT)."""
-    if params.max_steps == "reference":
-        return TASK_RECIPES[params.task].max_steps
-    return params.max_steps
-
-
-def loss_weight(params: EastParams, mode: str, teacher: str | None) -> float:
-    """lam for `mode`: 0 for the student alone, else params.lam or the reference's."""
-    if mode == "student":
-        return 0.0
-    return params.lam if params.lam is not None else reference_lam(params.task, teacher)
-
-
-def effective_recipe(params: EastParams, mode: str, teacher: str | None) -> dict[str, float]:
-    """The values a run actually uses where `params` leaves them to the reference (for logging)."""
-    names = ("patience", "lr_patience", "freq_mask", "time_mask", "mixup", "mel_jitter")
-    return {"lam": loss_weight(params, mode, teacher), "kd_share": _kd_share(mode, params),
-            "max_steps": step_budget(params) or 0, **{name: resolved(params, name) for name in names}}
-
-
-def _kd_share(mode: str, params: EastParams) -> float:
-    # KD alone is the reference's KDLoss as the whole regulariser; KD + EAsT mixes 0.3 KD + 0.7 dCor.
-    return {"student": 0.0, "east": 0.0, "kd": 1.0, "kd+east": params.kd_weight}[mode]
 
 
 # --------------------------------------------------------------------------- batches and losses
@@ -279,7 +134,7 @@ def loss_parts(student: nn.Module, batch: Batch, mode: str, lam: float, params: 
         return {"prediction": bce, "total": bce}, logits
     tied = features if mode in ("east", "kd+east") else features.detach()
     parts = east_loss_parts(logits, batch.labels, tied, batch.teacher_seq, lam,
-                            teacher_logits=batch.teacher_logits, kd_weight=_kd_share(mode, params), tau=params.tau,
+                            teacher_logits=batch.teacher_logits, kd_weight=kd_share(mode, params), tau=params.tau,
                             student_hop=student.feature_hop_s, teacher_hop=teacher_hop, regulariser=params.regulariser)
     return parts, logits
 
