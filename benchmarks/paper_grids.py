@@ -65,10 +65,14 @@ def verdicts(family: str, table: dict[str, dict], metric: str = "test_mAP") -> l
         if better not in table or worse not in table or metric not in table[better] or metric not in table[worse]:
             continue
         a, b = table[better][metric], table[worse][metric]
-        gap, noise = a["mean"] - b["mean"], max(a["sd"] or 0.0, b["sd"] or 0.0)
-        verdict = "within noise" if abs(gap) <= noise else ("holds" if gap > 0 else "reversed")
+        gap = a["mean"] - b["mean"]
+        if a["sd"] is None or b["sd"] is None:  # one seed: no spread to compare the gap with
+            noise, verdict = None, ("holds" if gap > 0 else "reversed") + " (one seed: noise unknown)"
+        else:
+            noise = max(a["sd"], b["sd"])
+            verdict = "within noise" if abs(gap) <= noise else ("holds" if gap > 0 else "reversed")
         checks.append({"better": better, "worse": worse, "metric": metric, "gap": round(gap, 4),
-                       "larger_sd": round(noise, 4), "verdict": verdict})
+                       "larger_sd": None if noise is None else round(noise, 4), "verdict": verdict})
     return checks
 
 
