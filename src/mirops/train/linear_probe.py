@@ -82,18 +82,9 @@ def fit_probe(train_embeddings: Tensor | np.ndarray, train_labels: Tensor | np.n
 # --------------------------------------------------------------------------- the reference's SGD recipe
 
 
-def fit_probe_sgd(
-    train_embeddings: Tensor | np.ndarray, train_labels: Tensor | np.ndarray,
-    valid_embeddings: Tensor | np.ndarray, valid_labels: Tensor | np.ndarray,
-    lr: float = 0.1, batch_size: int = 16, patience: int = 3, lr_patience: int = 1, lr_factor: float = 0.1,
-    max_steps: int = 80_000, seed: int = 1223, threshold: float = 0.5, grad_clip: float | None = 1.0,
-    keep: str = "mAP",
-) -> LinearProbe:
-    """The probe as the reference trains it; see `fit_probe_sgd_with_history`, which also returns the epochs."""
-    return fit_probe_sgd_with_history(train_embeddings, train_labels, valid_embeddings, valid_labels, lr=lr,
-                                      batch_size=batch_size, patience=patience, lr_patience=lr_patience,
-                                      lr_factor=lr_factor, max_steps=max_steps, seed=seed, threshold=threshold,
-                                      grad_clip=grad_clip, keep=keep)[0]
+def fit_probe_sgd(*args, **options) -> LinearProbe:
+    """The probe as the reference trains it: `fit_probe_sgd_with_history`'s arguments, without the epochs."""
+    return fit_probe_sgd_with_history(*args, **options)[0]
 
 
 def fit_probe_sgd_with_history(
